@@ -1,0 +1,20 @@
+"""lc: neural-network compression by constrained optimization, with the learning-compression algorithm.
+
+    import lc
+    tasks = {lc.Param(net.fc1.weight): (lc.AsVector, lc.ConstraintL0Pruning(kappa=5000))}
+    history = lc.Algorithm(net, tasks, lc.geometric_mu(1e-3, 1.1, 30), l_step, evaluate).run()
+"""
+from ._errors import CompressionError
+from .algorithm import Algorithm, StepRecord, geometric_mu
+from .compression import (Compression, ConstraintL0Pruning, ConstraintL1Pruning, PenaltyL0Pruning,
+                          PenaltyL1Pruning, State)
+from .params import AsIs, AsVector, Param, View
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Algorithm", "StepRecord", "geometric_mu", "CompressionError",
+    "Param", "View", "AsVector", "AsIs",
+    "Compression", "State",
+    "ConstraintL0Pruning", "ConstraintL1Pruning", "PenaltyL0Pruning", "PenaltyL1Pruning",
+]

@@ -1,0 +1,7 @@
+"""C steps: one module per family. Each class solves one C step exactly (or says in its docstring how close
+it gets) and returns a :class:`State` that knows its storage in bits."""
+from ._base import Compression, State
+from .pruning import ConstraintL0Pruning, ConstraintL1Pruning, PenaltyL0Pruning, PenaltyL1Pruning
+
+__all__ = ["Compression", "State",
+           "ConstraintL0Pruning", "ConstraintL1Pruning", "PenaltyL0Pruning", "PenaltyL1Pruning"]

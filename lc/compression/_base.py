@@ -1,0 +1,60 @@
+"""The interface every C step implements, and the value it returns."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import torch
+
+__all__ = ["Compression", "State"]
+
+
+@dataclass(frozen=True, eq=False)
+class State:
+    """Θ, the result of one C step, as a value: a few tensors, a few JSON-able numbers, and its storage cost.
+
+    ``bits`` is the nominal storage of Θ (what a compact file needs, before any fixed header). ``parts`` holds
+    the states of the parts of an additive combination (empty otherwise). States are never mutated: a C step
+    returns a new one, and the previous one may be passed back as a warm start.
+    """
+
+    tensors: Mapping[str, torch.Tensor]
+    meta: Mapping[str, Any]
+    bits: int
+    parts: tuple["State", ...] = field(default=())
+
+    def to_dict(self) -> dict:
+        """Plain dicts, lists, numbers and tensors only: safe for ``torch.load(weights_only=True)``."""
+        return {"tensors": dict(self.tensors), "meta": dict(self.meta), "bits": int(self.bits),
+                "parts": [p.to_dict() for p in self.parts]}
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> "State":
+        return cls(tensors=dict(d["tensors"]), meta=dict(d["meta"]), bits=int(d["bits"]),
+                   parts=tuple(cls.from_dict(p) for p in d["parts"]))
+
+    def to(self, device) -> "State":
+        return State({k: v.to(device) for k, v in self.tensors.items()}, self.meta, self.bits,
+                     tuple(p.to(device) for p in self.parts))
+
+
+class Compression:
+    """A C step. Subclasses are frozen dataclasses whose fields are the hyperparameters, and nothing else.
+
+    - ``check(shape)`` raises :class:`lc.CompressionError` when the hyperparameters are impossible for an input of
+      that shape (called once, before any training);
+    - ``compress(w, mu, previous)`` solves the C step ``argmin_Θ λC(Θ) + μ/2 ‖w − Δ(Θ)‖²`` for the tensor ``w``
+      the view produced (the loop passes ``w − λ/μ``), warm-started from ``previous`` where that helps;
+    - ``decompress(state)`` returns Δ(Θ), with ``w``'s shape, dtype and device.
+
+    Constraint forms do not depend on μ; penalty forms do, through the threshold.
+    """
+
+    def check(self, shape: torch.Size) -> None:  # noqa: B027 - optional hook
+        """Raise :class:`lc.CompressionError` if this compression cannot apply to a tensor of ``shape``."""
+
+    def compress(self, w: torch.Tensor, mu: float, previous: State | None = None) -> State:
+        raise NotImplementedError
+
+    def decompress(self, state: State) -> torch.Tensor:
+        raise NotImplementedError

@@ -1,0 +1,133 @@
+"""Pruning C steps: ℓ0 and ℓ1, constraint and penalty forms (Carreira-Perpiñán & Idelbayev, CVPR 2018).
+
+Every one returns a sparse state: the nonzero values (32 bits each) and their positions, stored with the
+cheaper of a bitmap or a fixed-width gap code (see :mod:`lc.compression._coding`). A pruned weight is an
+exact zero and costs nothing but its share of the position code.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from .._errors import CompressionError
+from ._base import Compression, State
+from ._coding import position_bits
+
+__all__ = ["ConstraintL0Pruning", "ConstraintL1Pruning", "PenaltyL0Pruning", "PenaltyL1Pruning",
+           "project_l1_ball"]
+
+VALUE_BITS = 32
+
+
+def sparse_state(theta: torch.Tensor) -> State:
+    """The state of a tensor whose zeros are pruned: nonzero values + their positions in the flat tensor."""
+    flat = theta.reshape(-1)
+    indices = torch.nonzero(flat, as_tuple=True)[0]
+    pos_bits, coding, width = position_bits(indices, flat.numel())
+    return State(tensors={"values": flat[indices].clone(), "indices": indices},
+                 meta={"shape": list(theta.shape), "coding": coding, "width": width},
+                 bits=VALUE_BITS * indices.numel() + pos_bits)
+
+
+def sparse_decompress(state: State) -> torch.Tensor:
+    values = state.tensors["values"]
+    shape = state.meta["shape"]
+    out = values.new_zeros(math.prod(shape))
+    out[state.tensors["indices"]] = values
+    return out.reshape(shape)
+
+
+class _Sparse(Compression):
+    def decompress(self, state: State) -> torch.Tensor:
+        return sparse_decompress(state)
+
+
+@dataclass(frozen=True)
+class ConstraintL0Pruning(_Sparse):
+    """Solves min_θ ‖w − θ‖² s.t. ‖θ‖₀ ≤ κ: keep the κ entries of largest |w|, zero the rest (CVPR 2018).
+    O(N) (``torch.topk``). Ties at the threshold are broken by ``topk``'s order, deterministically."""
+
+    kappa: int
+
+    def check(self, shape):
+        n = math.prod(shape)
+        if isinstance(self.kappa, bool) or not isinstance(self.kappa, int) or not 0 <= self.kappa <= n:
+            raise CompressionError(f"ConstraintL0Pruning(kappa={self.kappa!r}) on a tensor of {n} weights: kappa "
+                                   f"must be an integer between 0 and {n} (the number of weights to keep)")
+
+    def compress(self, w, mu, previous=None):
+        flat = w.reshape(-1)
+        keep = torch.topk(flat.abs(), self.kappa, sorted=False).indices
+        theta = torch.zeros_like(flat)
+        theta[keep] = flat[keep]
+        return sparse_state(theta.reshape(w.shape))
+
+
+def project_l1_ball(w: torch.Tensor, radius: float) -> torch.Tensor:
+    """Euclidean projection of ``w`` onto {θ : ‖θ‖₁ ≤ radius}: soft thresholding at the τ ≥ 0 with
+    Σ max(|w_i| − τ, 0) = radius, found by sorting (Duchi et al., ICML 2008). O(N log N)."""
+    a = w.abs().reshape(-1)
+    if float(a.sum()) <= radius:
+        return w.clone()
+    if radius == 0:
+        return torch.zeros_like(w)
+    u = torch.sort(a, descending=True).values
+    j = torch.arange(1, u.numel() + 1, device=w.device, dtype=u.dtype)
+    excess = torch.cumsum(u, 0) - radius              # Σ_{i≤j} u_i − κ
+    rho = int(torch.nonzero(u * j > excess).max())    # last j with u_j > (Σ_{i≤j} u_i − κ)/j
+    tau = excess[rho] / (rho + 1)
+    return torch.sign(w) * torch.clamp(w.abs() - tau, min=0)
+
+
+@dataclass(frozen=True)
+class ConstraintL1Pruning(_Sparse):
+    """Solves min_θ ‖w − θ‖² s.t. ‖θ‖₁ ≤ κ: the exact Euclidean projection onto the ℓ1 ball of radius κ
+    (soft thresholding at the threshold that puts θ on the ball; sort-based, O(N log N))."""
+
+    kappa: float
+
+    def check(self, shape):
+        if isinstance(self.kappa, bool) or not isinstance(self.kappa, (int, float)) or not self.kappa >= 0 \
+                or math.isinf(self.kappa):
+            raise CompressionError(f"ConstraintL1Pruning(kappa={self.kappa!r}): kappa is the radius of the ℓ1 "
+                                   "ball (the largest Σ|θ_i| allowed) and must be a finite number ≥ 0")
+
+    def compress(self, w, mu, previous=None):
+        return sparse_state(project_l1_ball(w, float(self.kappa)))
+
+
+def _check_alpha(obj):
+    a = obj.alpha
+    if isinstance(a, bool) or not isinstance(a, (int, float)) or not 0 <= a < math.inf:
+        raise CompressionError(f"{type(obj).__name__}(alpha={a!r}): alpha weighs the penalty against the "
+                               "loss and must be a finite number ≥ 0")
+
+
+@dataclass(frozen=True)
+class PenaltyL0Pruning(_Sparse):
+    """Solves min_θ α‖θ‖₀ + μ/2 ‖w − θ‖²: hard thresholding, keep w_i iff |w_i| > √(2α/μ). O(N)."""
+
+    alpha: float
+
+    def check(self, shape):
+        _check_alpha(self)
+
+    def compress(self, w, mu, previous=None):
+        threshold = math.sqrt(2 * self.alpha / mu)
+        return sparse_state(torch.where(w.abs() > threshold, w, torch.zeros_like(w)))
+
+
+@dataclass(frozen=True)
+class PenaltyL1Pruning(_Sparse):
+    """Solves min_θ α‖θ‖₁ + μ/2 ‖w − θ‖²: soft thresholding at α/μ, θ_i = sign(w_i) max(|w_i| − α/μ, 0). O(N)."""
+
+    alpha: float
+
+    def check(self, shape):
+        _check_alpha(self)
+
+    def compress(self, w, mu, previous=None):
+        tau = self.alpha / mu
+        return sparse_state(torch.sign(w) * torch.clamp(w.abs() - tau, min=0))

@@ -1,0 +1,151 @@
+"""What to compress: ``Param`` names weight tensors of a model; a view says what shape the C step sees."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from ._errors import CompressionError
+
+__all__ = ["Param", "View", "AsVector", "AsIs"]
+
+
+class Param:
+    """One or more weight tensors of the model, given as tensors or as dotted names (``"fc1.weight"``).
+
+    ``Param`` objects are dictionary keys of ``compression_tasks``; they compare by identity. The tensors are
+    looked up in the model when the :class:`lc.Algorithm` is built, and every error (a name that matches
+    nothing, a tensor that is not a parameter of the model, a non-float tensor) is raised then.
+    """
+
+    def __init__(self, target: torch.Tensor | str | Sequence[torch.Tensor | str]):
+        items = list(target) if isinstance(target, (list, tuple)) else [target]
+        if not items:
+            raise CompressionError("Param([]) names no tensor: give a parameter, a name, or a list of them")
+        self.targets = tuple(items)
+
+    def __repr__(self):
+        shown = [t if isinstance(t, str) else f"<tensor {tuple(t.shape)}>" for t in self.targets]
+        return f"Param({shown[0]!r})" if len(shown) == 1 else f"Param({shown!r})"
+
+    def resolve(self, model: torch.nn.Module) -> list[tuple[str, torch.nn.Parameter]]:
+        """``[(name, parameter), …]`` of the model, in the order given."""
+        named = dict(model.named_parameters())
+        by_id = {id(p): n for n, p in named.items()}
+        out = []
+        for t in self.targets:
+            if isinstance(t, str):
+                if t not in named:
+                    raise CompressionError(f"{self!r}: the model has no parameter named {t!r}; "
+                                           f"{_near_names(t, named)}")
+                name = t
+            elif isinstance(t, torch.Tensor):
+                if id(t) not in by_id:
+                    raise CompressionError(f"{self!r}: this tensor of shape {tuple(t.shape)} is not a parameter of "
+                                           "the model given to lc.Algorithm; pass the model's own parameter "
+                                           "(e.g. net.fc1.weight) or its name")
+                name = by_id[id(t)]
+            else:
+                raise CompressionError(f"Param(...) takes tensors or dotted names, not {type(t).__name__}")
+            p = named[name]
+            if not p.dtype.is_floating_point:
+                raise CompressionError(f"{self!r}: parameter {name!r} has dtype {p.dtype}; only floating-point "
+                                       "tensors can be compressed")
+            out.append((name, p))
+        names = [n for n, _ in out]
+        if len(set(names)) != len(names):
+            raise CompressionError(f"{self!r} names the same tensor twice: {names}")
+        return out
+
+
+def _near_names(name: str, named) -> str:
+    import difflib
+    near = difflib.get_close_matches(name, list(named), n=5, cutoff=0.5)
+    if near:
+        return "did you mean " + ", ".join(repr(n) for n in near) + "?"
+    shown = list(named)[:12]
+    return "its parameters are " + ", ".join(repr(n) for n in shown) + (", …" if len(named) > 12 else "")
+
+
+class View:
+    """How the C step sees the tensors of a ``Param``: ``flatten`` maps them to one tensor, ``unflatten`` back."""
+
+    def check(self, shapes: Sequence[torch.Size]) -> None:  # noqa: B027 - optional hook
+        """Raise :class:`lc.CompressionError` if this view cannot hold tensors of these shapes."""
+
+    def shape(self, shapes: Sequence[torch.Size]) -> torch.Size:
+        raise NotImplementedError
+
+    def flatten(self, tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def unflatten(self, x: torch.Tensor, shapes: Sequence[torch.Size]) -> list[torch.Tensor]:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class AsVector(View):
+    """All tensors flattened and concatenated into one vector: one budget or codebook shared across them."""
+
+    def shape(self, shapes):
+        return torch.Size([sum(math.prod(s) for s in shapes)])
+
+    def flatten(self, tensors):
+        return torch.cat([t.reshape(-1) for t in tensors])
+
+    def unflatten(self, x, shapes):
+        sizes = [math.prod(s) for s in shapes]
+        return [part.reshape(s) for part, s in zip(torch.split(x, sizes), shapes)]
+
+
+@dataclass(frozen=True)
+class AsIs(View):
+    """One tensor, as a matrix. A linear weight (out, in) stays as it is; a vector stays a vector. A convolution
+    kernel (o, i, k₁, …) is reshaped by ``scheme``:
+
+    - ``scheme=1``: (o) × (i·k₁·k₂…), a plain ``reshape`` — a rank-r factorisation is a k×k convolution to r
+      channels followed by a 1×1 convolution;
+    - ``scheme=2`` (2-D kernels only): (o·kh) × (i·kw), rows ordered (o, kh) and columns (i, kw) — a rank-r
+      factorisation is a kh×1 convolution followed by a 1×kw one.
+
+    Both are exact round trips. ``AsIs`` and ``AsIs()`` are the same (scheme 1).
+    """
+
+    scheme: int = 1
+
+    def check(self, shapes):
+        if len(shapes) != 1:
+            raise CompressionError(f"AsIs views exactly one tensor, got {len(shapes)}; use one Param per tensor, "
+                                   "or AsVector to treat several tensors as one vector")
+        if self.scheme not in (1, 2):
+            raise CompressionError(f"AsIs(scheme={self.scheme!r}): scheme must be 1 or 2")
+        if self.scheme == 2 and len(shapes[0]) != 4:
+            raise CompressionError(f"AsIs(scheme=2) applies to 2-D convolution kernels (o, i, kh, kw), not to "
+                                   f"a tensor of shape {tuple(shapes[0])}; use AsIs (scheme 1)")
+
+    def shape(self, shapes):
+        (s,) = shapes
+        if len(s) <= 2:
+            return torch.Size(s)
+        if self.scheme == 1:
+            return torch.Size([s[0], math.prod(s[1:])])
+        o, i, kh, kw = s
+        return torch.Size([o * kh, i * kw])
+
+    def flatten(self, tensors):
+        (t,) = tensors
+        if t.dim() <= 2:
+            return t
+        if self.scheme == 1:
+            return t.reshape(t.shape[0], -1)
+        o, i, kh, kw = t.shape
+        return t.permute(0, 2, 1, 3).reshape(o * kh, i * kw)
+
+    def unflatten(self, x, shapes):
+        (s,) = shapes
+        if len(s) <= 2 or self.scheme == 1:
+            return [x.reshape(s)]
+        o, i, kh, kw = s
+        return [x.reshape(o, kh, i, kw).permute(0, 2, 1, 3).contiguous()]

@@ -1,0 +1,50 @@
+"""The registry of the conformance suite: every compression joins it with one line here.
+
+A case is a compression, the shape of the tensor its C step sees, and a predicate that says whether a
+decompressed tensor is feasible (satisfies the compression's constraint)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+import lc
+
+
+@dataclass(frozen=True)
+class Case:
+    compression: lc.Compression
+    shape: tuple[int, ...]
+    feasible: Callable[[torch.Tensor], bool]
+    mu: float = 1.0
+    # False only where the C step is not a projection: soft thresholding (ℓ1 penalty) shrinks its own output
+    # again, by design. Everything else must return Δ(Θ) unchanged when given Δ(Θ).
+    idempotent: bool = True
+
+    @property
+    def id(self):
+        return f"{self.compression!r}-{'x'.join(map(str, self.shape))}"
+
+
+def nnz_at_most(k):
+    return lambda x: int((x != 0).sum()) <= k
+
+
+def l1_at_most(r):
+    return lambda x: float(x.abs().sum()) <= r * (1 + 1e-5) + 1e-6
+
+
+def nonzeros_above(t):
+    return lambda x: bool((x[x != 0].abs() > t).all())
+
+
+CASES = [
+    Case(lc.ConstraintL0Pruning(kappa=7), (50,), nnz_at_most(7)),
+    Case(lc.ConstraintL0Pruning(kappa=0), (12, 5), nnz_at_most(0)),
+    Case(lc.ConstraintL0Pruning(kappa=60), (12, 5), lambda x: True),
+    Case(lc.ConstraintL1Pruning(kappa=3.0), (40,), l1_at_most(3.0)),
+    Case(lc.ConstraintL1Pruning(kappa=1e6), (40,), l1_at_most(1e6)),
+    Case(lc.PenaltyL0Pruning(alpha=0.1), (200,), nonzeros_above((2 * 0.1 / 2.0) ** 0.5), mu=2.0),
+    Case(lc.PenaltyL1Pruning(alpha=0.5), (30, 4), lambda x: True, mu=1.0, idempotent=False),
+]
