@@ -13,7 +13,11 @@ __all__ = ["Compression", "State"]
 class State:
     """Θ, the result of one C step, as a value: a few tensors, a few JSON-able numbers, and its storage cost.
 
-    ``bits`` is the nominal storage of Θ (what a compact file needs, before any fixed header). ``parts`` holds
+    ``bits`` is the nominal storage of Θ (what a compact file needs, before any fixed header).
+    ``meta["encoding"]`` says how each tensor is stored, so that the artifact writer needs no knowledge of the
+    compression: ``"f32"`` (float32 values), ``"uint:b"`` (unsigned integer codes packed at b bits each),
+    ``"positions"`` (sorted positions in a flat tensor of ``prod(meta["shape"])`` entries, coded as
+    ``meta["coding"]`` = ``"bitmap"`` or ``"gap"`` with ``meta["width"]`` bits, see ``_coding``). ``parts`` holds
     the states of the parts of an additive combination (empty otherwise). States are never mutated: a C step
     returns a new one, and the previous one may be passed back as a warm start.
     """

@@ -27,7 +27,8 @@ def sparse_state(theta: torch.Tensor) -> State:
     indices = torch.nonzero(flat, as_tuple=True)[0]
     pos_bits, coding, width = position_bits(indices, flat.numel())
     return State(tensors={"values": flat[indices].clone(), "indices": indices},
-                 meta={"shape": list(theta.shape), "coding": coding, "width": width},
+                 meta={"shape": list(theta.shape), "coding": coding, "width": width,
+                       "encoding": {"values": "f32", "indices": "positions"}},
                  bits=VALUE_BITS * indices.numel() + pos_bits)
 
 
