@@ -6,8 +6,9 @@
 """
 from ._errors import CompressionError
 from .algorithm import Algorithm, StepRecord, geometric_mu
-from .compression import (Compression, ConstraintL0Pruning, ConstraintL1Pruning, PenaltyL0Pruning,
-                          PenaltyL1Pruning, State)
+from .compression import (AdaptiveQuantization, AffineQuantization, BinaryQuantization, Compression,
+                          ConstraintL0Pruning, ConstraintL1Pruning, PenaltyL0Pruning, PenaltyL1Pruning,
+                          ScaledBinaryQuantization, ScaledTernaryQuantization, State)
 from .params import AsIs, AsVector, Param, View
 
 __version__ = "0.1.0"
@@ -17,4 +18,6 @@ __all__ = [
     "Param", "View", "AsVector", "AsIs",
     "Compression", "State",
     "ConstraintL0Pruning", "ConstraintL1Pruning", "PenaltyL0Pruning", "PenaltyL1Pruning",
+    "AdaptiveQuantization", "BinaryQuantization", "ScaledBinaryQuantization", "ScaledTernaryQuantization",
+    "AffineQuantization",
 ]

@@ -2,6 +2,10 @@
 it gets) and returns a :class:`State` that knows its storage in bits."""
 from ._base import Compression, State
 from .pruning import ConstraintL0Pruning, ConstraintL1Pruning, PenaltyL0Pruning, PenaltyL1Pruning
+from .quantization import (AdaptiveQuantization, AffineQuantization, BinaryQuantization, ScaledBinaryQuantization,
+                           ScaledTernaryQuantization)
 
 __all__ = ["Compression", "State",
-           "ConstraintL0Pruning", "ConstraintL1Pruning", "PenaltyL0Pruning", "PenaltyL1Pruning"]
+           "ConstraintL0Pruning", "ConstraintL1Pruning", "PenaltyL0Pruning", "PenaltyL1Pruning",
+           "AdaptiveQuantization", "BinaryQuantization", "ScaledBinaryQuantization", "ScaledTernaryQuantization",
+           "AffineQuantization"]
