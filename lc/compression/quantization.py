@@ -77,9 +77,9 @@ class AdaptiveQuantization(Compression):
             raise CompressionError(f"AdaptiveQuantization(exact={self.exact!r}): exact must be True or False")
 
     def compress(self, w, mu, previous=None):
-        _check_finite(w, repr(self))
         init = previous.tensors.get("codebook") if previous is not None else None
         centroids = kmeans(w.detach(), self.k, init=init, exact=self.exact)
+        _check_finite(centroids, repr(self))                 # a NaN or inf weight makes a centroid NaN or inf
         codebook = _f32(centroids, w.dtype)
         # nearest stored entry: never worse than the clusters the solver found, given float32 rounding
         codes = torch.bucketize(w.reshape(-1), (codebook[1:] + codebook[:-1]) / 2, right=True)
