@@ -141,8 +141,8 @@ def _task_compression(value, param: Param, context: Context):
     if not isinstance(value, Additive):
         return viewed(value)
     if not value.parts:
-        raise CompressionError(f"compression_tasks[{param!r}] is an empty combination: give at least one "
-                               "(View, Compression) pair")
+        raise CompressionError(f"compression_tasks[{param!r}] is an empty list of (View, Compression) pairs: give "
+                               "at least one")
     value.check()
     parts = tuple(viewed(v) for v in value.parts)
     return parts[0] if len(parts) == 1 else AdditiveStep(parts, value.c_step_reps, value.tol)

@@ -302,24 +302,6 @@ def test_breakpoints_are_where_the_choice_changes():
 
 
 # ----------------------------------------------------------------------------------------------- conv schemes
-@pytest.mark.parametrize("shape,scheme,matrix", [
-    ((8, 3, 3, 3), 1, (8, 27)), ((8, 3, 5, 3), 2, (40, 9)), ((6, 4, 5), 1, (6, 20)), ((7, 5), 1, (7, 5))])
-def test_asis_round_trip_is_exact(shape, scheme, matrix):
-    view = lc.AsIs(scheme=scheme)
-    view.check([torch.Size(shape)])
-    t = torch.randn(shape)
-    flat = view.flatten([t])
-    assert tuple(flat.shape) == matrix == tuple(view.shape([torch.Size(shape)]))
-    (back,) = view.unflatten(flat, [torch.Size(shape)])
-    assert torch.equal(back, t)
-
-
-def test_scheme2_rows_are_out_channel_and_kernel_row():
-    t = torch.randn(4, 3, 5, 2)
-    flat = lc.AsIs(scheme=2).flatten([t])
-    assert torch.equal(flat[2 * 5 + 4, 1 * 2 + 1], t[2, 1, 4, 1])    # row (o, kh), column (i, kw)
-
-
 def _factors(w, scheme, r):
     view = lc.AsIs(scheme=scheme)
     s = lc.LowRank(r).compress(view.flatten([w]), 1.0)
