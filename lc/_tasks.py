@@ -45,17 +45,21 @@ class _Probe:
         self.model, self.example_input = model, example_input
         self._outputs: dict[str, list] | None = None
 
-    def _forward(self) -> dict[str, list]:
-        outputs = {name: [] for name, m in self.model.named_modules() if any(True for _ in m.parameters(False))}
+    def _forward(self, who: str) -> dict[str, list]:
+        """{module name: [output shape of each call]}, from one forward pass with hooks on every module."""
+        outputs = {name: [] for name, _ in self.model.named_modules()}
         def hook(name):
             return lambda module, args, out: outputs[name].append(out.shape if torch.is_tensor(out) else None)
-        handles = [m.register_forward_hook(hook(n)) for n, m in self.model.named_modules() if n in outputs]
+        handles = [m.register_forward_hook(hook(n)) for n, m in self.model.named_modules()]
         modes = [(m, m.training) for m in self.model.modules()]
         try:
             self.model.eval()                                   # no batch-norm statistics updated
             with torch.no_grad():
                 x = self.example_input
                 self.model(*x) if isinstance(x, tuple) else self.model(x)
+        except Exception as e:
+            raise CompressionError(f"{who}: running the model on example_input failed ({type(e).__name__}: {e}); "
+                                   "give an input batch the model accepts") from e
         finally:
             for m, training in modes:
                 m.train(training)
@@ -69,7 +73,7 @@ class _Probe:
                                    "lc.Algorithm(..., example_input=x), with x an input batch the model accepts "
                                    "(one example is enough; a tuple is passed as several arguments)")
         if self._outputs is None:
-            self._outputs = self._forward()
+            self._outputs = self._forward(who)
         module = param_name.rpartition(".")[0]
         shapes = self._outputs.get(module, [])
         if not shapes or any(s is None or len(s) < 2 for s in shapes):

@@ -200,6 +200,13 @@ def test_flops_on_a_layer_the_forward_pass_never_calls_is_an_error():
                      lambda *a: None, example_input=torch.randn(1, 4))
 
 
+def test_flops_with_an_example_input_the_model_rejects_is_an_error():
+    net = _ConvNet()
+    with pytest.raises(lc.CompressionError, match="running the model on example_input failed"):
+        lc.Algorithm(net, {lc.Param(net.conv.weight): (lc.AsIs, lc.RankSelection(1e-4, "flops"))}, [1.0],
+                     lambda *a: None, example_input=torch.randn(1, 5, 10, 10))
+
+
 # ----------------------------------------------------------------------------------------------- budget
 LAYERS = [(40, 30), (30, 20), (20, 10), (64, 16)]
 
