@@ -276,6 +276,41 @@ def test_budget_flops_through_the_algorithm():
     assert info["conv.weight"]["alpha"] == info["fc.weight"]["alpha"]
 
 
+def test_budget_run_resumes_from_a_checkpoint(tmp_path):
+    """Rank choices, α and factors survive a checkpoint: an interrupted run resumed equals an uninterrupted one."""
+    def build(checkpoint_dir=None, callbacks=()):
+        torch.manual_seed(0)
+        net = _ConvNet()
+        b = lc.RankBudget(ratio=3.0)
+        tasks = {lc.Param(net.conv.weight): (lc.AsIs, lc.RankSelection(criterion="flops", budget=b)),
+                 lc.Param(net.fc.weight): (lc.AsIs, lc.RankSelection(criterion="flops", budget=b))}
+        def l_step(model, lc_penalty, step):                       # deterministic: one full-batch step
+            calls.append(step)
+            g = torch.Generator().manual_seed(step)
+            x = torch.randn(8, 3, 10, 10, generator=g)
+            model.zero_grad()
+            (model(x).pow(2).mean() + lc_penalty()).backward()
+            with torch.no_grad():
+                for p in model.parameters():
+                    p -= 0.1 * p.grad
+        return lc.Algorithm(net, tasks, lc.geometric_mu(1e-2, 3.0, 4), l_step, checkpoint_dir=checkpoint_dir,
+                            callbacks=callbacks, example_input=torch.randn(1, 3, 10, 10))
+
+    calls = []
+    whole = build().run()
+
+    def crash(algorithm, record):
+        if record.step == 2:
+            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        build(tmp_path, [crash]).run()
+    calls.clear()
+    resumed = build(tmp_path).run()
+    assert calls == [1, 2, 3]                                        # it went on from the checkpoint of step 1
+    assert [r.info for r in resumed] == [r.info for r in whole]
+    assert [r.bits for r in resumed] == [r.bits for r in whole]
+
+
 @pytest.mark.parametrize("tasks,message", [
     (lambda net, b: {lc.Param(net.conv.weight): (lc.AsIs, lc.RankSelection(criterion="flops", budget=b)),
                      lc.Param(net.fc.weight): (lc.AsIs, lc.RankSelection(budget=b))},
