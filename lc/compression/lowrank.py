@@ -152,7 +152,7 @@ class RankSelection(_LowRankState):
         per_rank, dense = self.costs(shape)
         s2 = S.double() ** 2
         tail = torch.cat([s2.flip(0).cumsum(0).flip(0), s2.new_zeros(1)])      # tail[r] = Σ_{i>r} σ_i²
-        useful = min(math.ceil(m * n / (m + n)), min(m, n))                    # ranks r with r(m + n) < mn
+        useful = -(-m * n // (m + n))                       # the count of ranks r ≥ 0 with r(m + n) < mn
         ranks = torch.cat([torch.arange(useful, device=S.device), torch.tensor([min(m, n)], device=S.device)])
         costs = torch.cat([torch.arange(useful, device=S.device, dtype=torch.float64) * per_rank,
                            torch.tensor([dense], device=S.device, dtype=torch.float64)])
