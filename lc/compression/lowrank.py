@@ -183,6 +183,7 @@ class RankBudget:
     some layer's choice changes (the breakpoints of each layer's lower convex hull of (C(r), Σ_{i>r} σ_i²)), which
     finds the smallest α whose choices meet the target. Every layer then solves its own RankSelection problem
     exactly with that common α, so Σ_layers μ/2 ‖w − Δ‖² is minimal among all rank choices of that cost.
+    One SVD per layer, then O(R log R) for the search, R the number of rank options of all the layers.
 
     Tolerance: the total cost is at most the target, and larger than the target minus the cost change at the α
     found: one rank of one layer ((m + n)·P) where that layer's path visits every rank, or a jump to or from its
