@@ -6,9 +6,9 @@
 """
 from ._errors import CompressionError
 from .algorithm import Algorithm, StepRecord, geometric_mu
-from .compression import (AdaptiveQuantization, AffineQuantization, BinaryQuantization, Compression,
-                          ConstraintL0Pruning, ConstraintL1Pruning, PenaltyL0Pruning, PenaltyL1Pruning,
-                          ScaledBinaryQuantization, ScaledTernaryQuantization, State)
+from .compression import (AdaptiveQuantization, Additive, AffineQuantization, BinaryQuantization, Compression,
+                          ConstraintL0Pruning, ConstraintL1Pruning, LowRank, PenaltyL0Pruning, PenaltyL1Pruning,
+                          RankBudget, RankSelection, ScaledBinaryQuantization, ScaledTernaryQuantization, State)
 from .params import AsIs, AsVector, Param, View
 
 __version__ = "0.1.0"
@@ -16,8 +16,9 @@ __version__ = "0.1.0"
 __all__ = [
     "Algorithm", "StepRecord", "geometric_mu", "CompressionError",
     "Param", "View", "AsVector", "AsIs",
-    "Compression", "State",
+    "Compression", "State", "Additive",
     "ConstraintL0Pruning", "ConstraintL1Pruning", "PenaltyL0Pruning", "PenaltyL1Pruning",
     "AdaptiveQuantization", "BinaryQuantization", "ScaledBinaryQuantization", "ScaledTernaryQuantization",
     "AffineQuantization",
+    "LowRank", "RankSelection", "RankBudget",
 ]

@@ -1,4 +1,4 @@
-"""Globally optimal 1-D k-means, in torch: an exact dynamic programme and a fast path that reaches the same answer.
+"""Globally optimal 1-D k-means: an exact dynamic programme, and a fast path checked against it.
 
 In 1-D the clusters of an optimal k-means solution are contiguous runs of the sorted values, so the problem is to
 cut the sorted values x_1 ≤ … ≤ x_N into k runs minimising the sum of within-run squared deviations. With prefix
@@ -9,23 +9,27 @@ sums of counts, x and x² the cost of any run is O(1), and
 is an exact dynamic programme. Its optimal split m*(i) is monotone in i (the cost satisfies the quadrangle
 inequality), so each layer is solved by divide and conquer in O(N log N) (Grønlund et al., "Fast exact k-means,
 k-medians and Bregman divergence clustering in 1D", 2017); here each level of the recursion is one vectorised
-torch pass. :func:`dp` is that solver: O(kN log N) time, O(kN) memory. It is the exact path and the test oracle.
+pass. :func:`dp` is that solver, on distinct values with multiplicities: O(kN log N) time, O(kN) memory. It is the
+exact path and the test oracle.
 
-:func:`kmeans` is the fast path (what a C step runs on large tensors), all on the tensor's device:
+:func:`kmeans` runs, on the weights' device:
 
-1. sort once and build float64 prefix sums (the only O(N log N) part);
-2. summarise the sorted values by B equal-count chunks (mean, count) and solve the chunk problem exactly with
-   :func:`dp`: the optimal clustering among those whose cuts fall on chunk edges;
-3. Lloyd iterations from there, with the cuts found by ``searchsorted`` on the midpoints between centroids and the
-   centroids from the prefix sums: O(k log N) per iteration, independent of N;
-4. a windowed exact DP: the best clustering whose every cut lies within ±W positions of the current one. Steps 3
-   and 4 alternate until neither changes the cuts, so the result is a Lloyd fixed point that no move of the cuts
-   by up to W positions each can improve.
+1. sort once, merge equal values (value, count), float64 prefix sums: the only O(N log N) and O(N) work;
+2. with at most ``SUMMARY`` distinct values (or ``exact=True``): :func:`dp`, exact, done. Otherwise the fast path:
+   summarise by about ``SUMMARY`` chunks (half at equal counts, half at equal value steps, so that the tails, where
+   the outer clusters are small, are resolved) and solve the chunk problem exactly with :func:`dp`: the optimal
+   clustering among those whose cuts fall on chunk edges;
+3. Lloyd iterations from there: cuts by ``searchsorted`` of the midpoints between centroids, centroids from the
+   prefix sums: O(k log N) per iteration, whatever N;
+4. an exact DP over moves of every cut (each within ±NEAR positions, then at distances growing by GROWTH up to the
+   ends), alternating with step 3 until neither moves the cuts; then one exact DP over the union of all those
+   candidates and the chunk edges, which can also hand a cluster from one region to another; repeated while it
+   improves.
 
-With fewer than ``SUMMARY`` distinct values, step 2 is already the full exact DP and the answer is exact by
-construction. Above that, the fast path is not proved optimal; ``tests/lc/compression/test_quantization.py``
-checks that it equals :func:`dp` on every input tried (Gaussian, Laplacian, mixtures, heavy duplicates, …).
-A warm start (a previous codebook) is a second starting point for steps 3–4; the better result is kept.
+The result is a Lloyd fixed point that no move of the cuts within those candidate sets improves. It is not proved
+optimal; ``tests/lc/compression/test_quantization.py`` checks it against :func:`dp` (Gaussian, Laplacian, mixtures,
+heavy duplicates, uniform, Cauchy). A warm start (a previous codebook) is a second start of steps 3–4; the better
+result is kept.
 """
 from __future__ import annotations
 
@@ -41,27 +45,55 @@ SUMMARY = 4096          # chunks of the summary solved exactly (step 2); fewer d
 NEAR = 16              # every position within ±NEAR of a current cut is a candidate of the refining DP …
 GROWTH = 1.1           # … and positions at distances NEAR·GROWTH^t beyond
 MAX_LLOYD = 20000       # safety cap on Lloyd iterations per round (the cuts are discrete, so Lloyd terminates)
-MAX_ROUNDS = 20         # alternations of Lloyd and the windowed DP
+MAX_ROUNDS = 20         # alternations of Lloyd and the DPs over moves
 
 
 class _Prefix:
     """Prefix sums of counts, n·x and n·x² of sorted values x with multiplicities n, in float64: the cost of any
     run in O(1). Holds torch tensors (the fast path, on the weights' device) or numpy arrays (the DP)."""
 
-    def __init__(self, x, counts):
-        cat, cumsum = (np.concatenate, np.cumsum) if isinstance(x, np.ndarray) else (torch.cat, torch.cumsum)
-        z = x[:1] * 0
-        self.n = cat([z, cumsum(counts, 0)])
-        self.s1 = cat([z, cumsum(counts * x, 0)])
-        self.s2 = cat([z, cumsum(counts * x * x, 0)])
+    def __init__(self, x, counts=None, shift=0.0):
+        """Sums of (x − shift) (centring loses less to cancellation). ``counts=None``: every multiplicity is 1 (no
+        duplicates), so the counts' prefix is i itself and is not stored."""
+        if isinstance(x, np.ndarray):
+            n = np.ones_like(x) if counts is None else counts
+            x = x - shift
+            self._n, self.s1, self.s2 = (np.concatenate([[0.0], np.cumsum(v)]) for v in (n, n * x, n * x * x))
+            return
+        self.shift = shift
+        self._n = None if counts is None else _cumsum0(counts, 0.0, counts, power=0)
+        self.s1 = _cumsum0(x, shift, counts, power=1)
+        self.s2 = _cumsum0(x, shift, counts, power=2)
+
+    def n(self, i):
+        """Σ counts before position i."""
+        return i.to(self.s1.dtype) if self._n is None else self._n[i]
 
     def mean(self, m, i):
         """Centroid of the run [m, i) (m < i)."""
-        return (self.s1[i] - self.s1[m]) / (self.n[i] - self.n[m])
+        return (self.s1[i] - self.s1[m]) / (self.n(i) - self.n(m))
 
     def cost(self, m: np.ndarray, i: np.ndarray) -> np.ndarray:
         """Σ_{m ≤ t < i} n_t (x_t − mean)² of the runs [m, i) (numpy); +inf where m ≥ i."""
-        return _run_cost(*(np.stack([a[m], a[i]]) for a in (self.n, self.s1, self.s2)))
+        return _run_cost(*(np.stack([a[m], a[i]]) for a in (self._n, self.s1, self.s2)))
+
+
+def _cumsum0(x: torch.Tensor, shift, counts: torch.Tensor | None, power: int) -> torch.Tensor:
+    """0, v_0, v_0 + v_1, … for v = counts·(x − shift)^power, in float64, computed in place in its output: no
+    float64 copy of the weights besides the prefix sums themselves (on a large tensor, memory traffic is the cost)."""
+    out = torch.empty(x.numel() + 1, dtype=torch.float64, device=x.device)
+    out[0] = 0
+    v = out[1:]
+    if power == 0:
+        v.copy_(counts)
+    else:
+        v.copy_(x).sub_(shift)
+        if power == 2:
+            v.square_()
+        if counts is not None:
+            v.mul_(counts)
+    v.cumsum_(0)
+    return out
 
 
 def _run_cost(n: np.ndarray, s1: np.ndarray, s2: np.ndarray) -> np.ndarray:
@@ -123,8 +155,8 @@ def dp(x: torch.Tensor, counts: torch.Tensor, k: int) -> torch.Tensor:
 def _lloyd(x: torch.Tensor, p: _Prefix, cuts: torch.Tensor) -> torch.Tensor | None:
     """Lloyd iterations on sorted ``x`` from ``cuts``, until the cuts stop moving. None if a cluster empties."""
     for _ in range(MAX_LLOYD):
-        c = p.mean(cuts[:-1], cuts[1:])
-        inner = torch.searchsorted(x, (c[1:] + c[:-1]) / 2)           # x < midpoint → left cluster
+        c = p.mean(cuts[:-1], cuts[1:]) + p.shift
+        inner = torch.searchsorted(x, ((c[1:] + c[:-1]) / 2).to(x.dtype))   # x < midpoint → left cluster
         new = torch.cat([cuts[:1], inner, cuts[-1:]])
         if bool((new[1:] <= new[:-1]).any()):
             return None
@@ -139,13 +171,13 @@ def _total(p: _Prefix, cuts: torch.Tensor) -> float:
     """Σ_j cost(cluster j) for cuts on a torch prefix."""
     m, i = cuts[:-1], cuts[1:]
     s = p.s1[i] - p.s1[m]
-    return float(((p.s2[i] - p.s2[m]) - s * s / (p.n[i] - p.n[m])).sum())
+    return float(((p.s2[i] - p.s2[m]) - s * s / (p.n(i) - p.n(m))).sum())
 
 
 def _chunk_dp(p: _Prefix, edges: torch.Tensor, k: int) -> torch.Tensor:
     """The optimal cuts among ``edges`` (sorted positions, 0 and n included): the exact DP on the chunks between
     consecutive edges, each summarised by its mean and count (its inner scatter is the same for every choice)."""
-    return edges[dp(p.mean(edges[:-1], edges[1:]), torch.diff(edges).to(torch.float64), k)]
+    return edges[dp(p.mean(edges[:-1], edges[1:]), p.n(edges[1:]) - p.n(edges[:-1]), k)]
 
 
 def _offsets(n: int, device) -> torch.Tensor:
@@ -164,7 +196,7 @@ def _moves(x: torch.Tensor, p: _Prefix, cuts: torch.Tensor, offsets: torch.Tenso
     want = cuts[1:-1, None] + offsets                                        # (k−1, L)
     cand = want.clamp(1, n - 1)
     idx = torch.cat([torch.tensor([0, n], device=x.device), cand.reshape(-1)])
-    pre = torch.stack([p.n[idx], p.s1[idx], p.s2[idx]]).cpu().numpy()       # prefix sums at the candidates
+    pre = torch.stack([p.n(idx), p.s1[idx], p.s2[idx]]).cpu().numpy()       # prefix sums at the candidates
     ends, g = pre[:, :2], pre[:, 2:].reshape(3, k - 1, -1)
     c, ok = cand.cpu().numpy(), (want == cand).cpu().numpy()
 
@@ -214,11 +246,19 @@ def _summary_edges(x: torch.Tensor, p: _Prefix, b: int) -> torch.Tensor:
     """About b chunk edges of sorted distinct ``x``: half at equal counts (fine where the values are dense), half at
     equal value steps (fine in the tails, where the outer clusters are small)."""
     d = x.numel()
-    by_count = torch.searchsorted(p.n, torch.linspace(0, float(p.n[-1]), b // 2 + 1, dtype=torch.float64,
-                                                      device=x.device))
+    quantiles = torch.linspace(0, float(p.n(torch.tensor(d))), b // 2 + 1, dtype=torch.float64, device=x.device)
+    by_count = quantiles.round().long() if p._n is None else torch.searchsorted(p._n, quantiles)
     by_value = torch.searchsorted(x, torch.linspace(float(x[0]), float(x[-1]), b // 2 + 1, dtype=x.dtype,
                                                     device=x.device))
     return torch.unique(torch.cat([by_count.clamp(0, d), by_value.clamp(0, d), by_count.new_tensor([0, d])]))
+
+
+def _sort(v: torch.Tensor) -> torch.Tensor:
+    """Sorted values. On the CPU numpy's sort (values only) is about twice as fast as ``torch.sort`` (which also
+    computes the permutation); elsewhere ``torch.sort``."""
+    if v.device.type == "cpu" and v.dtype in (torch.float32, torch.float64):
+        return torch.from_numpy(np.sort(v.detach().numpy()))
+    return torch.sort(v).values
 
 
 def kmeans(w: torch.Tensor, k: int, init: torch.Tensor | None = None, exact: bool = False) -> torch.Tensor:
@@ -227,21 +267,22 @@ def kmeans(w: torch.Tensor, k: int, init: torch.Tensor | None = None, exact: boo
     With d ≤ k distinct values the answer is those d values (zero distortion, d clusters: none empty). ``init``
     (a previous codebook) is an extra starting point of the fast path; ``exact=True`` runs :func:`dp` on all the
     distinct values."""
-    values, counts = torch.unique_consecutive(torch.sort(w.reshape(-1)).values, return_counts=True)
-    x = values.to(torch.float64)
+    x, counts = _sort(w.reshape(-1)), None
+    if bool((x[1:] == x[:-1]).any()):
+        x, counts = torch.unique_consecutive(x, return_counts=True)
     if x.numel() <= k:
-        return x
-    shift = x.mean()
-    x = x - shift                                            # centred: prefix sums lose less to cancellation
-    p = _Prefix(x, counts.to(torch.float64))
+        return x.to(torch.float64)
+    shift = float(x[x.numel() // 2])                         # centring the sums loses less to cancellation
+    p = _Prefix(x, counts, shift)
     if exact or x.numel() <= SUMMARY:
-        cuts = dp(x, counts, k)
+        cuts = dp(x, torch.ones_like(x) if counts is None else counts, k)
         return p.mean(cuts[:-1], cuts[1:]) + shift
     edges = _summary_edges(x, p, SUMMARY)
     starts = [_chunk_dp(p, edges, k)]                        # step 2: the chunk problem, exactly
     if init is not None and init.numel() == k and bool(torch.isfinite(init).all()):
-        c = torch.sort(init.to(torch.float64).reshape(-1) - shift).values
-        starts.append(torch.cat([edges[:1], torch.searchsorted(x, (c[1:] + c[:-1]) / 2), edges[-1:]]))
+        c = torch.sort(init.to(torch.float64).reshape(-1)).values
+        starts.append(torch.cat([edges[:1], torch.searchsorted(x, ((c[1:] + c[:-1]) / 2).to(x.dtype)),
+                                 edges[-1:]]))
     best, best_cost = None, math.inf
     for cuts in starts:
         if bool((cuts[1:] <= cuts[:-1]).any()):
@@ -251,5 +292,5 @@ def kmeans(w: torch.Tensor, k: int, init: torch.Tensor | None = None, exact: boo
             best, best_cost = out
     if best is None:                                         # every start emptied a cluster: solve exactly
         log.debug("1-D k-means: the fast path emptied a cluster; solving by the exact DP")
-        best = dp(x, counts, k)
+        best = dp(x, torch.ones_like(x) if counts is None else counts, k)
     return p.mean(best[:-1], best[1:]) + shift

@@ -50,6 +50,11 @@ def _check_finite(w: torch.Tensor, who: str):
         raise CompressionError(f"{who}: the weights hold NaN or inf; quantize finite weights only")
 
 
+def _nearest(w: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
+    """Index of the nearest entry of the sorted ``codebook`` for each weight (ties to the larger). O(N log k)."""
+    return torch.bucketize(w.reshape(-1), (codebook[1:] + codebook[:-1]) / 2, right=True, out_int32=True)
+
+
 @dataclass(frozen=True)
 class AdaptiveQuantization(Compression):
     """Solves min_{c, z} Σ_i (w_i − c_{z_i})² over codebooks c ∈ ℝᵏ and assignments z_i ∈ {1…k}: 1-D k-means,
@@ -82,11 +87,11 @@ class AdaptiveQuantization(Compression):
         _check_finite(centroids, repr(self))                 # a NaN or inf weight makes a centroid NaN or inf
         codebook = _f32(centroids, w.dtype)
         # nearest stored entry: never worse than the clusters the solver found, given float32 rounding
-        codes = torch.bucketize(w.reshape(-1), (codebook[1:] + codebook[:-1]) / 2, right=True)
+        codes = _nearest(w, codebook)
         used = torch.bincount(codes, minlength=codebook.numel()) > 0
         if not bool(used.all()):                      # float32 rounding merged two clusters: drop the empty one
             codebook = codebook[used]
-            codes = torch.bucketize(w.reshape(-1), (codebook[1:] + codebook[:-1]) / 2, right=True)
+            codes = _nearest(w, codebook)
         d = codebook.numel()
         b = _code_bits(d)
         return State(tensors={"codebook": codebook, "codes": codes.to(_code_dtype(d))},
@@ -262,13 +267,13 @@ class AffineQuantization(Compression):
             tensors["zero_point"] = z.to(_code_dtype(q + 1))
             encoding["zero_point"] = f"uint:{self.bits}"
             side += self.bits * z.numel()
-        return State(tensors=tensors, meta={"shape": list(w.shape), "encoding": encoding},
+        return State(tensors=tensors, meta={"shape": list(w.shape), "bits": self.bits, "encoding": encoding},
                      bits=w.numel() * self.bits + side)
 
     def decompress(self, state):
         s = state.tensors["scale"]
         z = state.tensors["zero_point"].to(s.dtype) if "zero_point" in state.tensors else (
-            s.new_full(s.shape, float(1 << (int(state.meta["encoding"]["codes"][5:]) - 1))))
+            s.new_full(s.shape, float(1 << (state.meta["bits"] - 1))))              # symmetric: Z = 2^(bits−1)
         codes = state.tensors["codes"].to(s.dtype).reshape(s.numel(), -1)
         return (s[:, None] * (codes - z[:, None])).reshape(state.meta["shape"])
 
