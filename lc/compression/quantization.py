@@ -64,7 +64,7 @@ class AdaptiveQuantization(Compression):
     programme; above, a fast path (an exact DP on a summary, Lloyd iterations in O(k log N) each, exact DP over
     cuts near the current ones) that the tests check against the exact DP; ``exact=True`` forces the DP on all
     distinct values (O(kN log N) time, O(kN) memory). ``previous`` (the last codebook) is a second start of the fast
-    path; the better result is kept, so a warm start never makes the answer worse (it rarely makes it faster:
+    path; the better result is kept, so a warm start never makes the answer worse (it does not make it faster:
     the sort dominates).
 
     If w has d ≤ k distinct values, the optimum is w itself: the codebook holds those d values (no empty cluster,

@@ -207,6 +207,19 @@ def test_adaptive_shares_one_codebook_across_tensors():
     assert sq(flat, torch.cat([o.reshape(-1) for o in outs])) == pytest.approx(
         distortion(flat, _kmeans1d.kmeans(flat, 3, exact=True)), rel=1e-6)
 
+@pytest.mark.parametrize("compression,levels", [(lc.BinaryQuantization(), 2), (lc.ScaledBinaryQuantization(), 2),
+                                                (lc.ScaledTernaryQuantization(), 3), (lc.AffineQuantization(3), 8)])
+def test_one_scale_across_tensors(compression, levels):
+    """With AsVector the tensors share one scale: the same as compressing their concatenation."""
+    shapes = (torch.Size([8, 5]), torch.Size([30]))
+    ws = [torch.randn(s) * (i + 1) for i, s in enumerate(shapes)]
+    task = Viewed(lc.AsVector(), compression, shapes)
+    outs = task.decompress(task.compress(ws, 1.0))
+    joint = torch.cat([o.reshape(-1) for o in outs])
+    assert joint.unique().numel() <= levels
+    flat = torch.cat([w.reshape(-1) for w in ws])
+    torch.testing.assert_close(joint, compression.decompress(compression.compress(flat, 1.0)))
+
 # ----------------------------------------------------------------------------------- binary and ternary
 
 
