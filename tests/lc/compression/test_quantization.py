@@ -345,6 +345,19 @@ def test_affine_search_alone_against_the_exact_scale(bits, tol, monkeypatch):
         assert searched <= exact * (1 + tol), kind
 
 
+@pytest.mark.parametrize("bits,symmetric", [(8, True), (4, False)])
+def test_affine_large_inputs_search_on_order_statistics(bits, symmetric, monkeypatch):
+    """Above 2¹⁵ weights the search runs on order statistics: never worse than min–max, and within 1% of the
+    search on every weight."""
+    from lc.compression import quantization
+    w = sample("laplace", 40_000, torch.Generator().manual_seed(2))
+    q = lc.AffineQuantization(bits, symmetric=symmetric)
+    sampled = sq(w, q.decompress(q.compress(w, 1.0)))
+    assert sampled <= minmax_error(w, bits, symmetric) * (1 + 1e-6)
+    monkeypatch.setattr(quantization, "SEARCH_SIZE", 1 << 40)
+    assert sampled <= sq(w, q.decompress(q.compress(w, 1.0))) * 1.01
+
+
 def test_exact_scale_sweep_against_a_fine_grid():
     from lc.compression.quantization import _best_scale
     for seed in range(4):
