@@ -11,6 +11,7 @@ every number reported on such data must say so.
 """
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import logging
@@ -25,14 +26,15 @@ import torch
 
 from lc import CompressionError
 
-__all__ = ["Dataset", "DataError", "load", "read_idx", "stratified_split", "DATASETS", "DATA_DIR_ENV"]
+__all__ = ["Dataset", "DataError", "load", "read_idx", "stratified_split", "DATASETS", "DATA_DIR_ENV",
+           "MNIST_FILES", "CIFAR_TRAIN", "CIFAR_TEST"]
 
 log = logging.getLogger(__name__)
 
 DATA_DIR_ENV = "LC_DATA_DIR"
 DATASETS = ("digits", "mnist", "cifar10")
 SPLIT_SEED = 0
-SPLIT_TEST = 2000
+SPLIT_TEST_FRACTION = 0.2          # 10,000 test images → 8,000 training + 2,000 test
 
 
 class DataError(CompressionError):
@@ -106,15 +108,16 @@ def _find(d: Path, stem: str) -> Path | None:
     return next((c for c in (d / stem, d / (stem + ".gz")) if c.is_file()), None)
 
 
-def _open(path: Path):
-    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+def _read(path: Path) -> bytes:
+    """The file's bytes, gunzipped if it is gzip (by its magic number, whatever its name)."""
+    raw = path.read_bytes()
+    return gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
 
 
 def read_idx(path: str | Path) -> torch.Tensor:
     """An IDX file (LeCun's MNIST format, gzipped or not) as a uint8 tensor of its declared shape."""
     path = Path(path)
-    with _open(path) as f:
-        raw = f.read()
+    raw = _read(path)
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
         raise DataError(f"{path}: not an IDX file of unsigned bytes (bad magic number); expected the original "
                         "MNIST files, e.g. t10k-images-idx3-ubyte.gz")
@@ -128,14 +131,15 @@ def read_idx(path: str | Path) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------------------------ datasets
+@functools.lru_cache(maxsize=1)
 def _digits() -> Dataset:
     from sklearn.datasets import load_digits
     x, y = load_digits(return_X_y=True)
     x = torch.tensor(x, dtype=torch.float32).reshape(-1, 1, 8, 8) / 16.0
     y = torch.tensor(y, dtype=torch.int64)
     tr, te = stratified_split(y, n_test=540)
-    return _normalised("digits", x[tr], y[tr], x[te], y[te], "1257/540 stratified split of sklearn digits (seed 0)",
-                       per_channel=False)
+    return _normalised("digits", x[tr], y[tr], x[te], y[te],
+                       f"{len(tr)}/{len(te)} stratified split of sklearn digits, seed {SPLIT_SEED}", per_channel=False)
 
 
 MNIST_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -158,10 +162,7 @@ def _mnist(data_dir) -> Dataset:
         if any(found["train"]):
             raise DataError(f"mnist: {d} holds only one of {MNIST_FILES['train']}; put both there, or neither "
                             "(the test set is then split 8000/2000)")
-        x, y = xte, yte
-        tr, te = stratified_split(y, SPLIT_TEST)
-        xtr, ytr, xte, yte = x[tr], y[tr], x[te], y[te]
-        split = "8000/2000 stratified split of the MNIST test set (seed 0; no training files present)"
+        xtr, ytr, xte, yte, split = _split_test_set(xte, yte, "MNIST test set (no training files present)")
     for x, y, what in ((xtr, ytr, "train"), (xte, yte, "t10k")):
         if x.dim() != 3 or y.dim() != 1 or x.shape[0] != y.shape[0]:
             raise DataError(f"mnist: the {what} files hold images of shape {tuple(x.shape)} and labels of shape "
@@ -205,11 +206,14 @@ def _cifar10(data_dir) -> Dataset:
         raise DataError(f"cifar10: {d} lacks {', '.join(missing)}; put all five training batches there, or none "
                         "(the test batch is then split 8000/2000)")
     else:
-        tr, te = stratified_split(yte, SPLIT_TEST)
-        xtr, ytr, xte, yte = xte[tr], yte[tr], xte[te], yte[te]
-        split = "8000/2000 stratified split of the CIFAR-10 test batch (seed 0; no training batches present)"
+        xtr, ytr, xte, yte, split = _split_test_set(xte, yte, "CIFAR-10 test batch (no training batches present)")
     f = lambda x: x.to(torch.float32) / 255.0  # noqa: E731
     return _normalised("cifar10", f(xtr), ytr, f(xte), yte, split, per_channel=True)
+
+
+def _split_test_set(x, y, what: str):
+    tr, te = stratified_split(y, round(SPLIT_TEST_FRACTION * len(y)))
+    return x[tr], y[tr], x[te], y[te], f"{len(tr)}/{len(te)} stratified split of the {what}, seed {SPLIT_SEED}"
 
 
 def _normalised(name, xtr, ytr, xte, yte, split, per_channel: bool) -> Dataset:
