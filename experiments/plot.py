@@ -11,6 +11,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -33,6 +34,8 @@ def plot_rows(rows: list[dict], path: str | Path) -> None:
                    label=f"reference ({100 * rows[0]['reference_error']:.2f}%)")
         ax.set_title(f"{rows[0]['task']} — {rows[0]['split']}", fontsize=9)
     ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x:g}×"))
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("nominal compression ratio (all parameters, float32 = 1)")
     ax.set_ylabel("test error (%)")
     ax.grid(True, which="both", alpha=0.3)
