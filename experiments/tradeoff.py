@@ -166,7 +166,7 @@ class Results:
         self.out = out
         self.jsonl, self.csv, self.config_file = out / "rows.jsonl", out / "rows.csv", out / "config.json"
         mine = config.sweep_fields()
-        if self.config_file.exists() or self.jsonl.exists():
+        if self.jsonl.exists() and self.jsonl.stat().st_size > 0:
             theirs = json.loads(self.config_file.read_text()) if self.config_file.exists() else None
             if theirs != mine:
                 if not config.overwrite:
@@ -269,6 +269,8 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         config = load_config(argv)
+        if config.progress:                   # the bars show each step's error and ratio; keep the log for the rest
+            logging.getLogger("lc").setLevel(logging.WARNING)
         rows = run_sweep(config)
     except lc.CompressionError as e:
         print(f"error: {e}", file=sys.stderr)
