@@ -12,6 +12,7 @@ To add a family, add an entry to :data:`FAMILIES`::
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -43,6 +44,12 @@ def _kappa(fraction: float, shapes) -> int:
     return max(1, round(fraction * _size(shapes)))
 
 
+@functools.cache
+def _budget(ratio: float):
+    """One budget object per target: the layers of a run share it (budgets compare by identity)."""
+    return lc.RankBudget(ratio=ratio)
+
+
 def _rank(fraction: float, shapes) -> int:
     (s,) = shapes
     return max(1, round(fraction * min(s[0], math.prod(s[1:]))))
@@ -64,6 +71,10 @@ FAMILIES: dict[str, Family] = {f.name: f for f in [
            lambda a, shapes: (AsIs, lc.RankSelection(alpha=a, criterion="flops")),
            requires=("RankSelection",), mu0=1e-3,
            description="each weight matrix its own rank, chosen by α × FLOPs"),
+    Family("rank-budget", "target ratio", (5, 10, 20),
+           lambda ratio, shapes: (AsIs, lc.RankSelection(budget=_budget(ratio))),
+           requires=("RankSelection", "RankBudget"), mu0=1e-3,
+           description="ranks of all weight matrices chosen together to meet a storage compression ratio"),
     Family("low-rank", "rank fraction", (0.05, 0.1, 0.2),
            lambda f, shapes: (AsIs, lc.LowRank(target_rank=_rank(f, shapes))),
            requires=("LowRank",), mu0=1e-3,
