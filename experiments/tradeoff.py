@@ -242,7 +242,8 @@ def _one_run(config, task, reference, fam: Family, value, run_id, ref_eval, ref_
     t = time.perf_counter()
     algorithm = lc.Algorithm(net, tasks, lc.geometric_mu(mu0, config.mu_multiplier, config.steps),
                              task.l_step(teacher=reference), task.evaluate, callbacks=[progress],
-                             checkpoint_dir=Path(config.out) / "checkpoints" / run_id)
+                             checkpoint_dir=Path(config.out) / "checkpoints" / run_id,
+                             example_input=torch.zeros(1, *task.data.input_shape, device=task.device))
     history = algorithm.run()
     wall = time.perf_counter() - t
     steps.close()
