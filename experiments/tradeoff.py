@@ -61,7 +61,8 @@ class Config:
     families: list = _field(list(DEFAULT_FAMILIES), f"families to sweep, of: {', '.join(FAMILIES)}")
     values: dict = _field({}, "values per family, overriding its defaults: --values pruning=0.05,0.1 k…")
     steps: int = _field(20, "LC steps (length of the μ schedule)")
-    mu0: float = _field(3e-3, "μ₀ of the schedule μ_j = μ₀ · a^j (a family may set its own μ₀)")
+    mu0: float = _field(3e-3, "μ₀ of the schedule μ_j = μ₀ · a^j (for families without their own μ₀)")
+    family_mu0: dict = _field({}, "μ₀ per family, overriding the family's own: --family-mu0 rank=1e-3")
     mu_multiplier: float = _field(1.4, "a of the schedule μ_j = μ₀ · a^j")
     out: str = _field("results/tradeoff", "output directory (rows.jsonl, rows.csv, tradeoff.png, config.json)")
     cache_dir: str = _field(".cache/references", "where trained reference models are cached (by config hash)")
@@ -73,6 +74,9 @@ class Config:
         """What the results depend on (not where they go, nor how they are shown)."""
         return {"task": {k: v for k, v in dataclasses.asdict(self.task).items() if k not in ("data_dir", "device")},
                 "steps": self.steps, "mu0": self.mu0, "mu_multiplier": self.mu_multiplier}
+
+    def mu0_of(self, family: Family) -> float:
+        return self.family_mu0.get(family.name, family.mu0 or self.mu0)
 
 
 # ------------------------------------------------------------------------------------------------ config / CLI
@@ -105,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
                 g.add_argument(flag, nargs="+", help=help)
             elif f.name == "values":
                 g.add_argument(flag, nargs="+", metavar="FAMILY=V1,V2", help=help)
+            elif f.name == "family_mu0":
+                g.add_argument(flag, nargs="+", metavar="FAMILY=MU0", help=help)
             elif f.type in (bool, "bool"):
                 g.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help)
             else:
@@ -130,6 +136,8 @@ def load_config(argv=None) -> Config:
             continue
         if k == "values":
             raw["values"] = {**raw.get("values", {}), **_parse_values(v)}
+        elif k == "family_mu0":
+            raw["family_mu0"] = {**raw.get("family_mu0", {}), **{n: x for n, (x, *_) in _parse_values(v).items()}}
         elif k in task_names:
             task_raw[k] = v
         else:
@@ -140,7 +148,7 @@ def load_config(argv=None) -> Config:
 
 # ------------------------------------------------------------------------------------------------ the sweep
 def _families(config: Config) -> list[tuple[Family, tuple]]:
-    unknown = [n for n in [*config.families, *config.values] if n not in FAMILIES]
+    unknown = [n for n in [*config.families, *config.values, *config.family_mu0] if n not in FAMILIES]
     if unknown:
         raise lc.CompressionError(f"unknown families {unknown}; choose among {', '.join(FAMILIES)}")
     out = []
@@ -155,7 +163,7 @@ def _families(config: Config) -> list[tuple[Family, tuple]]:
 
 
 def _run_id(config: Config, family: Family, value) -> str:
-    spec = {**config.sweep_fields(), "family": family.name, "value": value, "mu0": family.mu0 or config.mu0}
+    spec = {**config.sweep_fields(), "family": family.name, "value": value, "mu0": config.mu0_of(family)}
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -231,7 +239,7 @@ def _one_run(config, task, reference, fam: Family, value, run_id, ref_eval, ref_
     net = copy.deepcopy(reference)
     torch.manual_seed(config.task.seed)
     tasks = compression_tasks(net, lambda shapes: fam.make(value, shapes), joint=fam.joint)
-    mu0 = fam.mu0 or config.mu0
+    mu0 = config.mu0_of(fam)
     steps = tqdm(total=config.steps + 1, desc=f"  {fam.name} {value}", leave=False, disable=not config.progress,
                  dynamic_ncols=True)
 

@@ -92,7 +92,9 @@ def test_overwrite_discards_results_of_another_config(tmp_path):
 def test_config_files_toml_and_json(tmp_path):
     (tmp_path / "c.toml").write_text('steps = 7\nfamilies = ["pruning"]\n[values]\npruning = [0.1]\n'
                                      '[task]\nlr = 0.05\nbatch_size = 32\n')
-    c = tradeoff.load_config(["--config", str(tmp_path / "c.toml"), "--lr", "0.02"])
+    c = tradeoff.load_config(["--config", str(tmp_path / "c.toml"), "--lr", "0.02", "--family-mu0", "rank=0.25"])
+    assert c.mu0_of(FAMILIES["rank"]) == 0.25 and c.mu0_of(FAMILIES["pruning"]) == c.mu0
+    assert tradeoff.Config().mu0_of(FAMILIES["rank"]) == FAMILIES["rank"].mu0 != tradeoff.Config().mu0
     assert (c.steps, c.families, c.values, c.task.lr, c.task.batch_size) == (7, ["pruning"], {"pruning": [0.1]},
                                                                              0.02, 32)
     (tmp_path / "c.json").write_text(json.dumps({"mu0": 0.5, "task": {"model": "lenet5"}}))
