@@ -121,3 +121,16 @@ def test_flops_dense_sparse_and_low_rank():
         torch.zeros(2, dtype=torch.long), "none")).make_model()
     # conv1: 20·25 per position × 24², conv2: 50·500 × 8², fc 800·500, fc 500·10
     assert flops(conv, (1, 28, 28)) == 500 * 576 + 25000 * 64 + 400000 + 5000
+
+
+def test_augment_is_a_shifted_window_possibly_flipped():
+    from torch.nn import functional as F
+
+    from tasks.classification import _augment
+    x = torch.arange(6 * 2 * 5 * 5, dtype=torch.float32).reshape(6, 2, 5, 5) + 1
+    out = _augment(x)
+    assert out.shape == x.shape
+    for img, src in zip(out, x):
+        padded = [F.pad(s, (4, 4, 4, 4)) for s in (src, src.flip(2))]
+        windows = [p[:, i:i + 5, j:j + 5] for p in padded for i in range(9) for j in range(9)]
+        assert any(torch.equal(img, w) for w in windows)
