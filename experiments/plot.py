@@ -34,6 +34,7 @@ def plot_rows(rows: list[dict], path: str | Path) -> None:
                    label=f"reference ({100 * rows[0]['reference_error']:.2f}%)")
         ax.set_title(f"{rows[0]['task']} — {rows[0]['split']}", fontsize=9)
     ax.set_xscale("log")
+    ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1, 2, 5)))
     ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x:g}×"))
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("nominal compression ratio (all parameters, float32 = 1)")

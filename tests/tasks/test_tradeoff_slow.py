@@ -17,7 +17,7 @@ def test_default_sweep_keeps_the_error_close_to_the_reference(tmp_path):
     by = {(r["family"], r["value"]): r for r in rows}
     assert by["pruning", 0.05]["test_error"] <= ref + 0.01 and by["pruning", 0.05]["ratio"] > 14
     if "quantization" in ran:
-        assert by["quantization", 4]["test_error"] <= ref + 0.01 and by["quantization", 4]["ratio"] > 15
+        assert by["quantization", 4]["test_error"] <= ref + 0.01 and by["quantization", 4]["ratio"] > 12
     for r in rows:
         assert r["test_error"] <= ref + 0.05, r
         assert r["ratio"] > 1 and r["flops"] <= r["reference_flops"]
