@@ -9,6 +9,9 @@ from .algorithm import Algorithm, StepRecord, geometric_mu
 from .compression import (Compression, ConstraintL0Pruning, ConstraintL1Pruning, PenaltyL0Pruning,
                           PenaltyL1Pruning, State)
 from .params import AsIs, AsVector, Param, View
+from . import measure
+from .export import export
+from .storage import Compressed, load, nominal_bits, save
 
 __version__ = "0.1.0"
 
@@ -16,5 +19,6 @@ __all__ = [
     "Algorithm", "StepRecord", "geometric_mu", "CompressionError",
     "Param", "View", "AsVector", "AsIs",
     "Compression", "State",
+    "Compressed", "save", "load", "nominal_bits", "export", "measure",
     "ConstraintL0Pruning", "ConstraintL1Pruning", "PenaltyL0Pruning", "PenaltyL1Pruning",
 ]
