@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
+import warnings
 
 import torch
 from torch import nn
@@ -39,8 +40,10 @@ class SparseLinear(nn.Module):
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None):
         super().__init__()
         self.in_features, self.out_features = weight.shape[1], weight.shape[0]
-        self.register_buffer("weight", weight.detach().to_sparse_csr())
-        self.register_buffer("bias", None if bias is None else bias.detach().clone())
+        with warnings.catch_warnings():             # "sparse CSR support is in beta": we use mm only
+            warnings.simplefilter("ignore", UserWarning)
+            self.register_buffer("weight", weight.detach().to_sparse_csr())
+        self.bias = None if bias is None else nn.Parameter(bias.detach().clone())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, self.in_features)

@@ -28,6 +28,8 @@ from typing import Callable, Mapping, Sequence
 import torch
 from torch import nn
 
+from ._errors import CompressionError
+
 __all__ = ["Quantity", "Profile", "Usage", "flops", "parameter_count", "latencies", "latency", "workload",
            "profile"]
 
@@ -83,6 +85,8 @@ def latencies(models: Mapping[str, nn.Module], input_shape: Sequence[int], batch
               *, repeats: int = 30, warmup: int = 3, threads: int = 1, seed: int = 0) -> dict[str, dict[int, float]]:
     """Median seconds per forward pass, ``{name: {batch: seconds}}``, models timed round-robin on the same random
     input of shape ``(batch, *input_shape)``, with ``threads`` intra-op threads (restored afterwards)."""
+    if not (isinstance(repeats, int) and repeats >= 1) or not (isinstance(warmup, int) and warmup >= 0):
+        raise CompressionError(f"latencies: repeats={repeats!r} must be an integer ≥ 1 and warmup={warmup!r} ≥ 0")
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     out = {name: {} for name in models}

@@ -101,11 +101,11 @@ def test_nominal_bits_count_every_tensor_in_its_dtype():
 
 def test_after_the_lc_loop_the_loaded_model_is_the_compressed_model(tmp_path):
     net = digits.make_net()
-    digits.train(net, epochs=3, lr=0.1)
+    digits.train(net, epochs=1, lr=0.1)
     alg = lc.Algorithm(net, {lc.Param("0.weight"): (lc.AsVector, lc.ConstraintL0Pruning(kappa=200)),
                              lc.Param("2.weight"): [(lc.AsVector, lc.ConstraintL0Pruning(kappa=20)),
                                                     (lc.AsIs, lc.ConstraintL1Pruning(kappa=2.0))]},
-                       lc.geometric_mu(1e-2, 2.0, 2), digits.l_step(epochs=1))
+                       lc.geometric_mu(1e-2, 2.0, 1), digits.l_step(epochs=1))
     alg.run()
     lc.save(tmp_path / "digits.lc", net, alg)
     fresh = digits.make_net(seed=5)
