@@ -1,7 +1,8 @@
 """Measurement of compressed models: what a number is, and whether it was measured or is nominal.
 
 - **latency** (measured): median wall time of a forward pass on random inputs, after warm-up, at fixed
-  ``torch.set_num_threads(threads)``, for batch 1 and a large batch. Several models given together are timed
+  ``torch.set_num_threads(threads)``, for batch 1 and a large batch; and the median CPU time of the same passes
+  (steadier on a shared machine, see :class:`Timing`). Several models given together are timed
   round-robin (model A, B, C, A, B, C, …), so that load from other processes hits them alike and ratios between
   them stay meaningful on a shared machine.
 - **FLOPs** (nominal, counted): multiply-adds of the ``nn.Linear``, ``nn.Conv1d/2d/3d`` and
@@ -30,8 +31,8 @@ from torch import nn
 
 from ._errors import CompressionError
 
-__all__ = ["Quantity", "Profile", "Usage", "flops", "parameter_count", "latencies", "latency", "workload",
-           "profile"]
+__all__ = ["Quantity", "Profile", "Timing", "Usage", "flops", "parameter_count", "timings", "latencies", "latency",
+           "workload", "profile"]
 
 
 @dataclass(frozen=True)
@@ -81,12 +82,23 @@ def parameter_count(model: nn.Module) -> int:
 
 
 # --------------------------------------------------------------------------------------------- timing
-def latencies(models: Mapping[str, nn.Module], input_shape: Sequence[int], batch_sizes: Sequence[int] = (1, 256),
-              *, repeats: int = 30, warmup: int = 3, threads: int = 1, seed: int = 0) -> dict[str, dict[int, float]]:
-    """Median seconds per forward pass, ``{name: {batch: seconds}}``, models timed round-robin on the same random
-    input of shape ``(batch, *input_shape)``, with ``threads`` intra-op threads (restored afterwards)."""
+@dataclass(frozen=True)
+class Timing:
+    """Median seconds of one forward pass (measured): ``wall`` (elapsed: latency) and ``cpu`` (CPU time of this
+    process, all threads). On a machine shared with other work, wall time includes the time the process waited
+    for a core and CPU time does not, so CPU-time ratios between models are far steadier (contention for memory
+    bandwidth and caches still shows in both)."""
+
+    wall: float
+    cpu: float
+
+
+def timings(models: Mapping[str, nn.Module], input_shape: Sequence[int], batch_sizes: Sequence[int] = (1, 256),
+            *, repeats: int = 30, warmup: int = 3, threads: int = 1, seed: int = 0) -> dict[str, dict[int, Timing]]:
+    """``{name: {batch: Timing}}``: the models timed round-robin on the same random input of shape
+    ``(batch, *input_shape)``, after ``warmup`` passes each, with ``threads`` intra-op threads (restored after)."""
     if not (isinstance(repeats, int) and repeats >= 1) or not (isinstance(warmup, int) and warmup >= 0):
-        raise CompressionError(f"latencies: repeats={repeats!r} must be an integer ≥ 1 and warmup={warmup!r} ≥ 0")
+        raise CompressionError(f"timings: repeats={repeats!r} must be an integer ≥ 1 and warmup={warmup!r} ≥ 0")
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     out = {name: {} for name in models}
@@ -98,17 +110,29 @@ def latencies(models: Mapping[str, nn.Module], input_shape: Sequence[int], batch
                     m.eval()
                     for _ in range(warmup):
                         m(x)
-                times = {name: [] for name in models}
+                wall, cpu = {name: [] for name in models}, {name: [] for name in models}
                 for _ in range(repeats):
                     for name, m in models.items():
-                        t = time.perf_counter()
+                        t, c = time.perf_counter(), time.process_time()
                         m(x)
-                        times[name].append(time.perf_counter() - t)
-                for name, ts in times.items():
-                    out[name][b] = sorted(ts)[len(ts) // 2]
+                        cpu[name].append(time.process_time() - c)
+                        wall[name].append(time.perf_counter() - t)
+                for name in models:
+                    out[name][b] = Timing(_median(wall[name]), _median(cpu[name]))
     finally:
         torch.set_num_threads(before)
     return out
+
+
+def _median(xs: Sequence[float]) -> float:
+    return sorted(xs)[len(xs) // 2]
+
+
+def latencies(models: Mapping[str, nn.Module], input_shape: Sequence[int], batch_sizes: Sequence[int] = (1, 256),
+              **kwargs) -> dict[str, dict[int, float]]:
+    """Median wall seconds per forward pass, ``{name: {batch: seconds}}`` (see :func:`timings`)."""
+    return {n: {b: t.wall for b, t in ts.items()} for n, ts in timings(models, input_shape, batch_sizes,
+                                                                        **kwargs).items()}
 
 
 def latency(model: nn.Module, input_shape: Sequence[int], batch_sizes: Sequence[int] = (1, 256),

@@ -117,3 +117,48 @@ def test_export_of_a_loaded_artifact(tmp_path):
     out = lc.export(fresh, loaded)
     assert out[0][0].out_features == 4
     _same_outputs(model, c, out, torch.randn(4, 40))
+
+
+class Branchy(nn.Module):
+    """Data-dependent control flow: torch.fx cannot trace it, so its batch norm stays."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc, self.bn = nn.Linear(6, 4), nn.BatchNorm1d(4)
+
+    def forward(self, x):
+        y = self.bn(self.fc(x))
+        return y if float(y.sum()) > -1e9 else -y
+
+
+def _randomise_batch_norms(model):
+    g = torch.Generator().manual_seed(3)
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=g))
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.weight.data.copy_(torch.randn(m.num_features, generator=g))
+            m.bias.data.copy_(torch.randn(m.num_features, generator=g))
+    return model
+
+
+def test_batch_norms_fold_into_the_layer_before_them():
+    torch.manual_seed(0)
+    model = _randomise_batch_norms(nn.Sequential(
+        nn.Conv2d(3, 8, 3, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.Conv2d(8, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 4 * 4, 5), nn.BatchNorm1d(5)))
+    c = lc.Compressed.direct(model, {lc.Param("3.weight"): (lc.AsIs(scheme=2), TruncatedSVD(rank=3))})
+    out = lc.export(model, c)
+    assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in out.modules())
+    assert all(m.weight.is_contiguous(memory_format=torch.channels_last) for m in out.modules()
+               if isinstance(m, nn.Conv2d))
+    _same_outputs(model, c, out, torch.randn(4, 3, 8, 8))
+    assert model.training and isinstance(model[1], nn.BatchNorm2d)        # the original is untouched
+    plain = lc.export(model, lc.Compressed((), ()))                      # no compression: folding only
+    with torch.no_grad():
+        torch.testing.assert_close(plain(torch.ones(2, 3, 8, 8)), model.eval()(torch.ones(2, 3, 8, 8)),
+                                   rtol=1e-4, atol=1e-5)
+    model = _randomise_batch_norms(Branchy())
+    kept = lc.export(model, lc.Compressed((), ()))
+    assert isinstance(kept.bn, nn.BatchNorm1d)
+    _same_outputs(model, lc.Compressed((), ()), kept, torch.randn(3, 6))

@@ -38,6 +38,8 @@ class Sleeper(nn.Module):
 
 def test_latencies_are_medians_timed_round_robin_at_fixed_threads():
     log = []
+    sleeping = measure.timings({"s": Sleeper("s", 0.01, [])}, (2,), (1,), repeats=3, warmup=0)["s"][1]
+    assert sleeping.wall >= 0.01 and sleeping.cpu < 0.005          # sleeping takes time but no CPU
     threads = torch.get_num_threads()
     out = measure.latencies({"a": Sleeper("a", 0.004, log), "b": Sleeper("b", 0.0, log)}, (3,), (1, 8),
                             repeats=5, warmup=2, threads=1)
