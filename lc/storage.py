@@ -115,13 +115,19 @@ def _class_name(cls) -> str:
 
 
 def _known_classes() -> dict[str, type]:
-    """Every imported subclass of Compression and View, by module-qualified name. Loading constructs only these
-    (with JSON values as dataclass fields), never an arbitrary class."""
+    """The classes a header may name, by module-qualified name: every imported subclass of Compression and View,
+    and the dataclasses that ``lc`` exports (e.g. a budget shared by compressions). Loading constructs only these,
+    with JSON values as dataclass fields, never an arbitrary class."""
+    import lc
     out, todo = {}, [Compression, View]
     while todo:
         c = todo.pop()
         out[_class_name(c)] = c
         todo.extend(c.__subclasses__())
+    for name in lc.__all__:
+        obj = getattr(lc, name, None)
+        if isinstance(obj, type) and dataclasses.is_dataclass(obj):
+            out[_class_name(obj)] = obj
     return out
 
 
@@ -132,15 +138,20 @@ def _plain(value, where: str):
         return {"tuple": [_plain(v, where) for v in value]}
     if isinstance(value, list):
         return [_plain(v, where) for v in value]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {"object": _object_spec(value)}
     raise CompressionError(f"{where} = {value!r} cannot be stored in an artifact: dataclass fields of views and "
-                           "compressions must be numbers, strings, booleans, None, or lists/tuples of them")
+                           "compressions must be numbers, strings, booleans, None, lists/tuples of them, or "
+                           "dataclasses exported by lc")
 
 
-def _unplain(value):
+def _unplain(value, known):
     if isinstance(value, dict):
-        return tuple(_unplain(v) for v in value["tuple"])
+        if "object" in value:
+            return _object(value["object"], known)
+        return tuple(_unplain(v, known) for v in value["tuple"])
     if isinstance(value, list):
-        return [_unplain(v) for v in value]
+        return [_unplain(v, known) for v in value]
     return value
 
 
@@ -148,6 +159,9 @@ def _object_spec(obj) -> dict:
     if not dataclasses.is_dataclass(obj):
         raise CompressionError(f"{obj!r} is not a dataclass; views and compressions must be frozen dataclasses to "
                                "be stored in an artifact")
+    if _class_name(type(obj)) not in _known_classes():
+        raise CompressionError(f"{obj!r} cannot be stored in an artifact: lc.load rebuilds only views, "
+                               "compressions and the dataclasses that lc exports")
     return {"class": _class_name(type(obj)),
             "fields": {f.name: _plain(getattr(obj, f.name), f"{type(obj).__name__}.{f.name}")
                        for f in dataclasses.fields(obj)}}
@@ -158,8 +172,10 @@ def _object(spec, known) -> object:
     if cls is None:
         raise CompressionError(f"the artifact uses {spec['class']}, which is not an lc view or compression known "
                                "to this process (import the module that defines it before lc.load)")
+    if not dataclasses.is_dataclass(cls):
+        raise CompressionError(f"the artifact names {spec['class']}, which is not a dataclass")
     try:
-        return cls(**{k: _unplain(v) for k, v in spec["fields"].items()})
+        return cls(**{k: _unplain(v, known) for k, v in spec["fields"].items()})
     except (TypeError, ValueError) as e:
         raise CompressionError(f"cannot rebuild {spec['class']} from the artifact's fields {spec['fields']}: {e}")
 
@@ -175,7 +191,7 @@ def _c_spec(c) -> dict:
 def _c_from_spec(spec, shapes, known):
     if "additive" in spec:
         return Additive(tuple(_c_from_spec(p, shapes, known) for p in spec["parts"]),
-                        **{k: _unplain(v) for k, v in spec["additive"].items()})
+                        **{k: _unplain(v, known) for k, v in spec["additive"].items()})
     view, compression = _object(spec["view"], known), _object(spec["compression"], known)
     if not isinstance(view, View) or not isinstance(compression, Compression):
         raise CompressionError(f"the artifact's task pairs {spec['view']['class']} with "

@@ -4,6 +4,7 @@ import hashlib
 import json
 import math
 import struct
+from dataclasses import dataclass
 import zlib
 
 import pytest
@@ -257,3 +258,39 @@ def test_save_refuses_a_model_that_was_not_compressed(tmp_path):
     with pytest.raises(lc.CompressionError, match="expected an lc.Algorithm or an lc.Compressed"):
         lc.save(tmp_path / "m.lc", model, {"w": c})
     assert not any(tmp_path.iterdir())
+
+
+@dataclass(frozen=True)
+class Shifted(lc.Compression):
+    """Test fixture: Δ = ℓ0 pruning of w − shift, plus shift. Its fields: another compression (stored as a nested
+    object), a tuple, and a tag of any type."""
+
+    inner: lc.Compression
+    shift: tuple = (0.5,)
+    tag: object = None
+
+    def compress(self, w, mu, previous=None):
+        return self.inner.compress(w - self.shift[0], mu)
+
+    def decompress(self, state):
+        return self.inner.decompress(state) + self.shift[0]
+
+
+@dataclass(frozen=True)
+class Opaque:
+    value: float
+
+
+def test_dataclass_fields_round_trip_and_unknown_classes_are_refused_at_save(tmp_path):
+    model = Holder((5, 4))
+    shifted = Shifted(lc.ConstraintL0Pruning(kappa=4), (0.25,))
+    c = lc.Compressed.direct(model, {lc.Param("w"): (lc.AsIs, shifted)})
+    lc.save(tmp_path / "m.lc", model, c)
+    loaded = lc.load(tmp_path / "m.lc", Holder((5, 4), seed=4))
+    assert loaded.tasks[0].c.compression == shifted
+    assert torch.equal(loaded.deltas()["w"], c.deltas()["w"])
+    for tag in (Opaque(1.0), {"a": 1}):
+        c = lc.Compressed.direct(model, {lc.Param("w"): (lc.AsIs, Shifted(lc.ConstraintL0Pruning(kappa=4), tag=tag))})
+        with pytest.raises(lc.CompressionError, match="cannot be stored in an artifact"):
+            lc.save(tmp_path / "n.lc", model, c)
+    assert not (tmp_path / "n.lc").exists()
