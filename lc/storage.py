@@ -38,7 +38,7 @@ from . import _packing
 from ._errors import CompressionError
 from ._tasks import Task, Viewed, build_tasks
 from .compression._base import Compression, State
-from .compression.additive import Additive
+from .compression import additive
 from .params import View
 
 __all__ = ["Compressed", "save", "load", "nominal_bits"]
@@ -180,18 +180,33 @@ def _object(spec, known) -> object:
         raise CompressionError(f"cannot rebuild {spec['class']} from the artifact's fields {spec['fields']}: {e}")
 
 
+def _combinations() -> dict[str, type]:
+    """The C steps that combine the pairs of one task (additive combinations), by name."""
+    return {_class_name(c): c for c in (getattr(additive, n) for n in additive.__all__)
+            if isinstance(c, type) and dataclasses.is_dataclass(c) and "parts" in {f.name for f in
+                                                                                 dataclasses.fields(c)}}
+
+
 def _c_spec(c) -> dict:
+    """A task's C step: a (view, compression) pair, or a combination (its class, fields, and parts)."""
     if isinstance(c, Viewed):
         return {"view": _object_spec(c.view), "compression": _object_spec(c.compression)}
+    if _class_name(type(c)) not in _combinations():
+        raise CompressionError(f"a task's C step of type {type(c).__name__} cannot be stored in an artifact")
     fields = {f.name: getattr(c, f.name) for f in dataclasses.fields(c) if f.name != "parts"}
-    return {"additive": {k: _plain(v, f"Additive.{k}") for k, v in fields.items()},
+    return {"combination": _class_name(type(c)),
+            "fields": {k: _plain(v, f"{type(c).__name__}.{k}") for k, v in fields.items()},
             "parts": [_c_spec(p) for p in c.parts]}
 
 
 def _c_from_spec(spec, shapes, known):
-    if "additive" in spec:
-        return Additive(tuple(_c_from_spec(p, shapes, known) for p in spec["parts"]),
-                        **{k: _unplain(v, known) for k, v in spec["additive"].items()})
+    if "combination" in spec:
+        cls = _combinations().get(spec["combination"])
+        if cls is None:
+            raise CompressionError(f"the artifact combines parts with {spec['combination']}, which this version of "
+                                   "lc does not have")
+        return cls(tuple(_c_from_spec(p, shapes, known) for p in spec["parts"]),
+                   **{k: _unplain(v, known) for k, v in spec["fields"].items()})
     view, compression = _object(spec["view"], known), _object(spec["compression"], known)
     if not isinstance(view, View) or not isinstance(compression, Compression):
         raise CompressionError(f"the artifact's task pairs {spec['view']['class']} with "
