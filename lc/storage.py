@@ -164,7 +164,7 @@ def _object_spec(obj) -> dict:
                                "compressions and the dataclasses that lc exports")
     return {"class": _class_name(type(obj)),
             "fields": {f.name: _plain(getattr(obj, f.name), f"{type(obj).__name__}.{f.name}")
-                       for f in dataclasses.fields(obj)}}
+                       for f in dataclasses.fields(obj) if f.init}}     # what the constructor takes
 
 
 def _object(spec, known) -> object:
@@ -193,7 +193,7 @@ def _c_spec(c) -> dict:
         return {"view": _object_spec(c.view), "compression": _object_spec(c.compression)}
     if _class_name(type(c)) not in _combinations():
         raise CompressionError(f"a task's C step of type {type(c).__name__} cannot be stored in an artifact")
-    fields = {f.name: getattr(c, f.name) for f in dataclasses.fields(c) if f.name != "parts"}
+    fields = {f.name: getattr(c, f.name) for f in dataclasses.fields(c) if f.init and f.name != "parts"}
     return {"combination": _class_name(type(c)),
             "fields": {k: _plain(v, f"{type(c).__name__}.{k}") for k, v in fields.items()},
             "parts": [_c_spec(p) for p in c.parts]}
