@@ -147,8 +147,8 @@ def export(model: nn.Module, compressed, *, sparse: str = "measure", batch_size:
             continue
         u, v, scheme = f
         m, n = u.shape[0], v.shape[1]
-        if u.shape[1] * (m + n) >= m * n:
-            continue                                   # two layers would cost more multiply-adds
+        if not 0 < u.shape[1] * (m + n) < m * n:
+            continue                                   # rank 0 (Δ = 0), or two layers would cost more
         if isinstance(layer, nn.Linear):
             new = _low_rank_linear(layer, u, v)
         elif layer.groups == 1 and layer.padding_mode == "zeros" and not isinstance(layer.padding, str):

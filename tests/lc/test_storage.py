@@ -73,6 +73,8 @@ def _round_trip(tmp_path, case, tasks):
 @pytest.mark.parametrize("mix", [False, True], ids=["alone", "additive"])
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_round_trip_is_bit_exact_and_within_the_size_bound(tmp_path, case, mix):
+    if mix and getattr(case.compression, "coupling", None) is not None:
+        pytest.skip("a compression coupled with other tasks (a shared budget) cannot be a part of a mix")
     model, compressed, path, written, fresh, loaded = _round_trip(tmp_path, case, (_mix_tasks if mix else
                                                                                     _case_tasks)(case))
     assert written == path.stat().st_size
