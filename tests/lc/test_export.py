@@ -93,6 +93,18 @@ def test_pruned_linear_dense_with_zeros_or_csr():
         _same_outputs(model, c, out, x)
     with pytest.raises(lc.CompressionError, match="choose 'measure', 'never' or 'always'"):
         lc.export(model, c, sparse="auto")
+    with pytest.raises(lc.CompressionError, match="micro_batch=0"):
+        lc.export(model, c, micro_batch=0)
+
+
+def test_micro_batches_give_the_same_outputs():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 2))
+    out = lc.export(model, lc.Compressed((), ()), micro_batch=4)
+    calls = []
+    out.module.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    x = torch.randn(10, 3, 8, 8)
+    _same_outputs(model, lc.Compressed((), ()), out, x)
+    assert calls == [4, 4, 2]
 
 
 @pytest.mark.parametrize("case", [c for c in CASES if len(c.shape) == 2], ids=lambda c: c.id)
