@@ -76,8 +76,9 @@ class MicroBatched(nn.Module):
 
 def _low_rank_linear(layer: nn.Linear, u: torch.Tensor, v: torch.Tensor) -> nn.Module:
     r = u.shape[1]
-    first = nn.Linear(layer.in_features, r, bias=False)
-    second = nn.Linear(r, layer.out_features, bias=layer.bias is not None)
+    kw = {"device": layer.weight.device, "dtype": layer.weight.dtype}
+    first = nn.Linear(layer.in_features, r, bias=False, **kw)
+    second = nn.Linear(r, layer.out_features, bias=layer.bias is not None, **kw)
     with torch.no_grad():
         first.weight.copy_(v)
         second.weight.copy_(u)
@@ -90,13 +91,14 @@ def _low_rank_conv(layer: nn.Conv2d, u: torch.Tensor, v: torch.Tensor, scheme: i
     o, i, kh, kw = layer.weight.shape
     r = u.shape[1]
     (sh, sw), (dh, dw) = layer.stride, layer.dilation
+    bias, kw_ = layer.bias is not None, {"device": layer.weight.device, "dtype": layer.weight.dtype}
     if scheme == 1:      # W (o) × (i·kh·kw) = U V: a kh×kw conv to r channels, then 1×1
-        first = nn.Conv2d(i, r, (kh, kw), layer.stride, layer.padding, layer.dilation, bias=False)
-        second = nn.Conv2d(r, o, 1, bias=layer.bias is not None)
+        first = nn.Conv2d(i, r, (kh, kw), layer.stride, layer.padding, layer.dilation, bias=False, **kw_)
+        second = nn.Conv2d(r, o, 1, bias=bias, **kw_)
         w1, w2 = v.reshape(r, i, kh, kw), u.reshape(o, r, 1, 1)
     else:                # W (o·kh) × (i·kw) = U V: a 1×kw conv to r channels on padded rows, then kh×1
-        first = nn.Conv2d(i, r, (1, kw), (1, sw), layer.padding, (1, dw), bias=False)
-        second = nn.Conv2d(r, o, (kh, 1), (sh, 1), 0, (dh, 1), bias=layer.bias is not None)
+        first = nn.Conv2d(i, r, (1, kw), (1, sw), layer.padding, (1, dw), bias=False, **kw_)
+        second = nn.Conv2d(r, o, (kh, 1), (sh, 1), 0, (dh, 1), bias=bias, **kw_)
         w1 = v.reshape(r, i, 1, kw)
         w2 = u.reshape(o, kh, r).permute(0, 2, 1).reshape(o, r, kh, 1)
     with torch.no_grad():
@@ -131,7 +133,7 @@ def _time(f, repeats=15) -> float:
 
 
 def _sparse_is_faster(dense: nn.Linear, sparse: SparseLinear, batch_size: int) -> bool:
-    x = torch.randn(batch_size, dense.in_features, dtype=dense.weight.dtype)
+    x = torch.randn(batch_size, dense.in_features, dtype=dense.weight.dtype, device=dense.weight.device)
     t_dense, t_sparse = _time(lambda: dense(x)), _time(lambda: sparse(x))
     log.info("%s: dense %.1f us, CSR %.1f us at batch %d", dense, 1e6 * t_dense, 1e6 * t_sparse, batch_size)
     return t_sparse < 0.9 * t_dense

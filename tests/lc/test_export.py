@@ -175,3 +175,11 @@ def test_batch_norms_fold_into_the_layer_before_them():
     kept = lc.export(model, lc.Compressed((), ()))
     assert isinstance(kept.bn, nn.BatchNorm1d)
     _same_outputs(model, lc.Compressed((), ()), kept, torch.randn(3, 6))
+
+
+def test_float64_models_export_in_float64():
+    model = _mlp().double()
+    c = lc.Compressed.direct(model, {lc.Param("0.weight"): (lc.AsIs, TruncatedSVD(rank=3))})
+    out = lc.export(model, c)
+    assert out[0][0].weight.dtype == torch.float64
+    _same_outputs(model, c, out, torch.randn(3, 40, dtype=torch.float64))
