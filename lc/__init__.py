@@ -6,8 +6,8 @@
 """
 from ._errors import CompressionError
 from .algorithm import Algorithm, StepRecord, geometric_mu
-from .compression import (Compression, ConstraintL0Pruning, ConstraintL1Pruning, PenaltyL0Pruning,
-                          PenaltyL1Pruning, State)
+from .compression import (Additive, Compression, ConstraintL0Pruning, ConstraintL1Pruning, LowRank,
+                          PenaltyL0Pruning, PenaltyL1Pruning, RankBudget, RankSelection, State)
 from .params import AsIs, AsVector, Param, View
 from . import measure
 from .export import export
@@ -18,7 +18,8 @@ __version__ = "0.1.0"
 __all__ = [
     "Algorithm", "StepRecord", "geometric_mu", "CompressionError",
     "Param", "View", "AsVector", "AsIs",
-    "Compression", "State",
+    "Compression", "State", "Additive",
     "Compressed", "save", "load", "nominal_bits", "export", "measure",
     "ConstraintL0Pruning", "ConstraintL1Pruning", "PenaltyL0Pruning", "PenaltyL1Pruning",
+    "LowRank", "RankSelection", "RankBudget",
 ]

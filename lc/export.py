@@ -96,9 +96,10 @@ def _low_rank_conv(layer: nn.Conv2d, u: torch.Tensor, v: torch.Tensor, scheme: i
         first = nn.Conv2d(i, r, (kh, kw), layer.stride, layer.padding, layer.dilation, bias=False, **kw_)
         second = nn.Conv2d(r, o, 1, bias=bias, **kw_)
         w1, w2 = v.reshape(r, i, kh, kw), u.reshape(o, r, 1, 1)
-    else:                # W (o·kh) × (i·kw) = U V: a 1×kw conv to r channels on padded rows, then kh×1
-        first = nn.Conv2d(i, r, (1, kw), (1, sw), layer.padding, (1, dw), bias=False, **kw_)
-        second = nn.Conv2d(r, o, (kh, 1), (sh, 1), 0, (dh, 1), bias=bias, **kw_)
+    else:                # W (o·kh) × (i·kw) = U V: a 1×kw conv to r channels, then kh×1
+        (ph, pw) = layer.padding
+        first = nn.Conv2d(i, r, (1, kw), (1, sw), (0, pw), (1, dw), bias=False, **kw_)
+        second = nn.Conv2d(r, o, (kh, 1), (sh, 1), (ph, 0), (dh, 1), bias=bias, **kw_)
         w1 = v.reshape(r, i, 1, kw)
         w2 = u.reshape(o, kh, r).permute(0, 2, 1).reshape(o, r, kh, 1)
     with torch.no_grad():

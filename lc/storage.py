@@ -36,7 +36,7 @@ import torch
 
 from . import _packing
 from ._errors import CompressionError
-from ._tasks import Task, Viewed, build_tasks
+from ._tasks import Task, Viewed, build_tasks, c_step
 from .compression._base import Compression, State
 from .compression import additive
 from .params import View
@@ -71,11 +71,13 @@ class Compressed:
         return cls(tuple(tasks), tuple(states))
 
     @classmethod
-    def direct(cls, model: torch.nn.Module, compression_tasks: Mapping, mu: float = 1.0) -> "Compressed":
-        """Θ = Π(w): each task's C step on the model's current weights (λ = 0). ``mu`` matters to penalty forms
-        only (their threshold depends on it)."""
-        tasks = build_tasks(model, compression_tasks)
-        states = [t.c.compress([p.detach() for p in t.params], mu) for t in tasks]
+    def direct(cls, model: torch.nn.Module, compression_tasks: Mapping, mu: float = 1.0,
+               example_input=None) -> "Compressed":
+        """Θ = Π(w): the C steps on the model's current weights (λ = 0), tasks sharing a budget solved together,
+        as the first step of :class:`lc.Algorithm`. ``mu`` matters to penalty forms only (their threshold depends
+        on it); ``example_input`` as in :class:`lc.Algorithm` (for FLOPs-based rank selection)."""
+        tasks = build_tasks(model, compression_tasks, example_input)
+        states = c_step(tasks, [[p.detach() for p in t.params] for t in tasks], mu, [None] * len(tasks))
         return cls(tuple(tasks), tuple(states))
 
     def deltas(self) -> dict[str, torch.Tensor]:

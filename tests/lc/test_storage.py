@@ -296,3 +296,22 @@ def test_dataclass_fields_round_trip_and_unknown_classes_are_refused_at_save(tmp
         with pytest.raises(lc.CompressionError, match="cannot be stored in an artifact"):
             lc.save(tmp_path / "n.lc", model, c)
     assert not (tmp_path / "n.lc").exists()
+
+
+def test_layers_sharing_a_rank_budget_round_trip(tmp_path):
+    """Tasks solved together (one lc.RankBudget), and a FLOPs criterion bound to its layer by example_input."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(30, 20), nn.ReLU(), nn.Linear(20, 20), nn.ReLU(), nn.Conv1d(1, 4, 3))
+    budget = lc.RankBudget(ratio=3.0)
+    tasks = {lc.Param("0.weight"): (lc.AsIs, lc.RankSelection(budget=budget)),
+             lc.Param("2.weight"): (lc.AsIs, lc.RankSelection(budget=budget)),
+             lc.Param("4.weight"): (lc.AsIs, lc.RankSelection(alpha=1e-3, criterion="flops"))}
+    c = lc.Compressed.direct(net, tasks, example_input=torch.zeros(1, 1, 30))
+    ranks = [s.meta["rank"] for s in c.states[:2]]
+    assert 50 * ranks[0] + 40 * ranks[1] <= (600 + 400) / 3    # the joint budget holds
+    lc.save(tmp_path / "m.lc", net, c)
+    fresh = nn.Sequential(nn.Linear(30, 20), nn.ReLU(), nn.Linear(20, 20), nn.ReLU(), nn.Conv1d(1, 4, 3))
+    loaded = lc.load(tmp_path / "m.lc", fresh)
+    assert [s.meta["rank"] for s in loaded.states[:2]] == ranks
+    for n, d in c.deltas().items():
+        assert torch.equal(fresh.get_parameter(n), d)
