@@ -192,13 +192,15 @@ class Profile:
 
     parameters: Quantity
     flops: Quantity
-    latency: Mapping[int, Quantity]
+    latency: Mapping[int, Quantity]                  # wall time per forward pass, by batch size
+    cpu_time: Mapping[int, Quantity]                 # CPU time per forward pass, by batch size
     artifact_bytes: Quantity | None = None
     nominal_bytes: Quantity | None = None
 
     def row(self) -> dict[str, float]:
         cols = {"parameters (nominal)": self.parameters.value, "flops (nominal)": self.flops.value}
         cols.update({f"latency_b{b}_ms (measured)": q.value for b, q in self.latency.items()})
+        cols.update({f"cpu_b{b}_ms (measured)": q.value for b, q in self.cpu_time.items()})
         if self.artifact_bytes is not None:
             cols["artifact_bytes (measured)"] = self.artifact_bytes.value
         if self.nominal_bytes is not None:
@@ -208,11 +210,13 @@ class Profile:
 
 def profile(model: nn.Module, input_shape: Sequence[int], *, batch_sizes: Sequence[int] = (1, 256),
             artifact=None, nominal_bits: int | None = None, **timing) -> Profile:
-    """Parameters, FLOPs per sample, latency per batch size, and (given) artifact and nominal sizes."""
-    seconds = latency(model, input_shape, batch_sizes, **timing)
+    """Parameters, FLOPs per sample, latency and CPU time per batch size (``timing``: the keywords of
+    :func:`timings`), and (given) the artifact's measured size and the nominal size."""
+    seconds = timings({"model": model}, input_shape, batch_sizes, **timing)["model"]
     macs = flops(model, torch.zeros((1, *input_shape)))
     return Profile(parameters=Quantity(parameter_count(model), "values", "nominal"),
                    flops=Quantity(macs, "multiply-adds per sample", "nominal"),
-                   latency={b: Quantity(1e3 * s, "ms", "measured") for b, s in seconds.items()},
+                   latency={b: Quantity(1e3 * t.wall, "ms", "measured") for b, t in seconds.items()},
+                   cpu_time={b: Quantity(1e3 * t.cpu, "ms", "measured") for b, t in seconds.items()},
                    artifact_bytes=None if artifact is None else Quantity(os.path.getsize(artifact), "B", "measured"),
                    nominal_bytes=None if nominal_bits is None else Quantity(nominal_bits / 8, "B", "nominal"))
