@@ -96,7 +96,9 @@ class Timing:
 def timings(models: Mapping[str, nn.Module], input_shape: Sequence[int], batch_sizes: Sequence[int] = (1, 256),
             *, repeats: int = 30, warmup: int = 3, threads: int = 1, seed: int = 0) -> dict[str, dict[int, Timing]]:
     """``{name: {batch: Timing}}``: the models timed round-robin on the same random input of shape
-    ``(batch, *input_shape)``, after ``warmup`` passes each, with ``threads`` intra-op threads (restored after)."""
+    ``(batch, *input_shape)``, after ``warmup`` passes each, with ``threads`` intra-op threads (restored after).
+    Each timed pass directly follows an untimed pass of the same model, so that the caches hold that model (as
+    when it serves alone) while load from other processes still hits all models alike."""
     if not (isinstance(repeats, int) and repeats >= 1) or not (isinstance(warmup, int) and warmup >= 0):
         raise CompressionError(f"timings: repeats={repeats!r} must be an integer ≥ 1 and warmup={warmup!r} ≥ 0")
     before = torch.get_num_threads()
@@ -113,6 +115,7 @@ def timings(models: Mapping[str, nn.Module], input_shape: Sequence[int], batch_s
                 wall, cpu = {name: [] for name in models}, {name: [] for name in models}
                 for _ in range(repeats):
                     for name, m in models.items():
+                        m(x)                     # untimed: caches hold this model, as when it serves alone
                         t, c = time.perf_counter(), time.process_time()
                         m(x)
                         cpu[name].append(time.process_time() - c)
