@@ -106,9 +106,22 @@ def nominal_bits(model: torch.nn.Module, compressed) -> int:
     buffers) at its dtype's width (32 bits a float32 value). The artifact's payload is exactly this, rounded up to
     whole bytes per stream."""
     compressed = Compressed.of(compressed)
+    return compressed.bits + sum(t.numel() * t.element_size() * 8 for t in _uncompressed(model, compressed).values())
+
+
+def _aliases(model: torch.nn.Module, compressed: Compressed) -> dict[str, str]:
+    """state_dict names that are the same tensor as a compressed parameter (tied weights): {name: that name}."""
     done = {n for t in compressed.tasks for n in t.param_names}
-    rest = sum(t.numel() * t.element_size() * 8 for n, t in model.state_dict().items() if n not in done)
-    return compressed.bits + rest
+    owner = {(p.data_ptr(), tuple(p.shape), p.stride()): n for t in compressed.tasks
+             for n, p in zip(t.param_names, t.params)}
+    return {n: owner[(t.data_ptr(), tuple(t.shape), t.stride())] for n, t in model.state_dict().items()
+            if n not in done and (t.data_ptr(), tuple(t.shape), t.stride()) in owner}
+
+
+def _uncompressed(model: torch.nn.Module, compressed: Compressed) -> dict[str, torch.Tensor]:
+    """The state_dict entries stored as they are: neither compressed nor tied to a compressed parameter."""
+    skip = {n for t in compressed.tasks for n in t.param_names} | set(_aliases(model, compressed))
+    return {n: t for n, t in model.state_dict().items() if n not in skip}
 
 
 # --------------------------------------------------------------------------------------------- classes by name
@@ -271,11 +284,11 @@ def save(path, model: torch.nn.Module, compressed, *, overwrite: bool = False) -
     tasks = [{"name": t.name, "params": list(t.param_names), "c": _c_spec(t.c),
               "state": _state_spec(s, payload, f"task {t.name!r}")}
              for t, s in zip(compressed.tasks, compressed.states)]
-    done = {n for t in compressed.tasks for n in t.param_names}
     dense = [{"name": n, "dtype": str(t.dtype), "shape": list(t.shape), **payload.add(_packing.tensor_bytes(t))}
-             for n, t in model.state_dict().items() if n not in done]
+             for n, t in _uncompressed(model, compressed).items()]
     header = json.dumps({"format": "lc-artifact", "version": 1, "fingerprint": fingerprint(model),
-                         "tasks": tasks, "dense": dense, "payload": payload.size},
+                         "tasks": tasks, "dense": dense, "aliases": _aliases(model, compressed),
+                         "payload": payload.size},
                         separators=(",", ":")).encode()
     header = zlib.compress(header, 9)
     head = MAGIC + struct.pack("<Q", len(header)) + header
@@ -389,6 +402,8 @@ def load(path, model: torch.nn.Module) -> Compressed:
                 raise CompressionError(f"{d['name']} lies outside the payload: the artifact is damaged")
             values[d["name"]] = _packing.tensor_from_bytes(bytes(payload[d["offset"]:end]),
                                                            _packing.dtype_from_name(d["dtype"]), d["shape"])
+        for name, same in header["aliases"].items():                 # tied to a compressed parameter
+            values[name] = values[same]
     except CompressionError as e:
         raise (e if str(e).startswith(str(path)) else CompressionError(f"{path}: {e}")) from None
     except (KeyError, TypeError, IndexError, RuntimeError, ValueError) as e:
@@ -412,8 +427,7 @@ def artifact_bytes(path) -> int:
 def _count_streams(compressed: Compressed, model: torch.nn.Module) -> int:
     def count(s: State) -> int:
         return len(s.tensors) + sum(count(p) for p in s.parts)
-    done = {n for t in compressed.tasks for n in t.param_names}
-    return sum(count(s) for s in compressed.states) + sum(1 for n in model.state_dict() if n not in done)
+    return sum(count(s) for s in compressed.states) + len(_uncompressed(model, compressed))
 
 
 def size_bound(model: torch.nn.Module, compressed) -> int:

@@ -315,3 +315,20 @@ def test_layers_sharing_a_rank_budget_round_trip(tmp_path):
     assert [s.meta["rank"] for s in loaded.states[:2]] == ranks
     for n, d in c.deltas().items():
         assert torch.equal(fresh.get_parameter(n), d)
+
+
+def test_tied_weights_are_stored_once_and_restored_compressed(tmp_path):
+    class Tied(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed, self.out = nn.Linear(6, 8, bias=False), nn.Linear(6, 8, bias=False)
+            self.out.weight = self.embed.weight
+    model = Tied()
+    c = lc.Compressed.direct(model, {lc.Param("embed.weight"): (lc.AsVector, lc.ConstraintL0Pruning(kappa=5))})
+    assert set(model.state_dict()) == {"embed.weight", "out.weight"}
+    assert lc.nominal_bits(model, c) == c.states[0].bits                  # the tied name costs nothing
+    path = tmp_path / "tied.lc"
+    lc.save(path, model, c)
+    fresh = Tied()
+    lc.load(path, fresh)
+    assert torch.equal(fresh.out.weight, c.deltas()["embed.weight"]) and fresh.out.weight is fresh.embed.weight
