@@ -7,8 +7,9 @@ The file (no pickle: loading parses JSON and raw little-endian numbers, and can 
     8 bytes    n, the length of the header, little-endian unsigned
     n bytes    the JSON header (UTF-8), zlib-compressed (level 9): the architecture fingerprint (every state_dict entry: name, shape, dtype),
                the tasks (parameter names, views and compressions by class name and dataclass fields), each
-               state's meta, bits and tensors (encoding, dtype, shape, offset and length in the payload), and the
-               uncompressed tensors (name, dtype, shape, offset, length)
+               state's meta, bits and tensors (encoding, dtype, shape, offset and length in the payload), the
+               uncompressed tensors (name, dtype, shape, offset, length), and the aliases (names tied to a
+               compressed parameter, e.g. shared weights: stored once, restored as Δ(Θ))
     payload    each state tensor packed per its ``meta["encoding"]`` (:mod:`lc._packing`), each part of an
                additive combination in its own form, then every other parameter and buffer in its own dtype
     32 bytes   SHA-256 of everything before it

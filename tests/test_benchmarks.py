@@ -22,3 +22,13 @@ def test_low_rank_runs_cut_flops_about_4x():
         x = torch.zeros((1, *shape))
         c = lc.Compressed.direct(model, bench.low_rank_tasks(model, scheme=2))
         assert 3.5 < flops(model, x) / flops(lc.export(model, c, sparse="never"), x) < 4.5
+
+
+def test_resnet20_artifact_is_within_the_stated_bound(tmp_path):
+    torch.manual_seed(0)
+    model = bench.ResNet20()
+    c = lc.Compressed.direct(model, bench.pruning_tasks(model))
+    size = lc.save(tmp_path / "r.lc", model, c)
+    nominal = lc.nominal_bits(model, c) / 8
+    assert nominal < size <= lc.storage.size_bound(model, c)
+    assert size - nominal < 3000                        # 123 stored tensors: the header is ~2.3 KB
