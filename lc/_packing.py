@@ -166,9 +166,9 @@ def _codec(encoding: str):
         return _encode_positions, _decode_positions
     if encoding.startswith("uint:"):
         width = encoding[5:]
-        if width.isdigit() and 1 <= int(width) <= 32:
+        if width.isdigit() and 0 <= int(width) <= 32:      # uint:0: every code is 0 (a one-entry codebook)
             return _encode_uint(int(width)), _decode_uint(int(width))
-    raise CompressionError(f"unknown tensor encoding {encoding!r}; known: 'f32', 'uint:b' (1 ≤ b ≤ 32), "
+    raise CompressionError(f"unknown tensor encoding {encoding!r}; known: 'f32', 'uint:b' (0 ≤ b ≤ 32), "
                            "'positions' (see lc.State)")
 
 

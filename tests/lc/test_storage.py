@@ -120,7 +120,7 @@ def test_after_the_lc_loop_the_loaded_model_is_the_compressed_model(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------ codings
-@pytest.mark.parametrize("width", [1, 2, 3, 5, 8, 13, 32])
+@pytest.mark.parametrize("width", [0, 1, 2, 3, 5, 8, 13, 32])
 def test_uint_packing_round_trips_at_exactly_n_times_width_bits(width):
     g = torch.Generator().manual_seed(width)
     for n in (0, 1, 7, 100):
