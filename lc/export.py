@@ -10,10 +10,13 @@ Rules (each measured on this project's CPU, see ``docs/artifacts.md``):
   (stride, padding and dilation split between the two). Grouped convs and non-zero padding modes stay dense.
 - **pruned** ``nn.Linear`` layers (any weight with density ≤ ``max_sparse_density``): dense with zeros, or a
   CSR sparse kernel where a measurement shows it faster: ``sparse="measure"`` times both on the layer itself at
-  ``batch_size`` (threads as set) and keeps CSR only if it is at least 10 % faster; ``"never"``/``"always"``.
+  ``batch_size`` (CPU time, threads as set) and keeps CSR only if it is at least 10 % faster;
+  ``"never"``/``"always"``. Pruned convolutions stay dense with zeros (torch has no sparse conv kernel on CPU).
 - batch norms (eval mode) are folded into the conv or linear layer before them (``torch.fx``; a model that cannot
   be traced keeps them);
 - convolutions run channels-last (NHWC weights), measured faster for dense and factorised convs alike;
+- opt-in ``micro_batch``: large batches run in slices (:class:`MicroBatched`), measured faster for ResNet20 at
+  batch 256 and slower for LeNet300, hence not the default;
 - everything else (quantized layers included): dense float32 with Δ(Θ). Int8 kernels are not used: they need
   int8 activations, which changes the outputs beyond float tolerance (the measurement is in the docs).
 """
