@@ -8,7 +8,8 @@ same L step (one fixed set of training hyperparameters per task).
 
 Trains (or loads from ``--cache-dir``) the reference, then runs every (family, value) of the sweep with
 :class:`lc.Algorithm`. Writes to ``--out``: ``rows.jsonl`` (one JSON object per run, the record), ``rows.csv``
-(the same rows), ``tradeoff.png`` (plotted from the rows by :mod:`experiments.plot`), ``config.json``. A killed
+(the same rows), ``tradeoff.png`` (plotted from the rows by :mod:`experiments.plot`), ``config.json``, and the
+compressed model of every run (``artifacts/<run_id>.lc``, written by ``lc.save``). A killed
 sweep resumes where it stopped (finished runs are skipped, an unfinished run continues from its last LC step);
 results of a different config are never overwritten unless ``--overwrite`` is given.
 """
@@ -40,8 +41,8 @@ __all__ = ["Config", "main", "run_sweep", "COLUMNS"]
 
 DEFAULT_FAMILIES = ("quantization", "pruning", "rank", "prune+quant")
 COLUMNS = ("run_id", "task", "split", "family", "scheme", "parameter", "value", "test_error", "test_loss",
-           "ratio", "bits", "flops", "reference_error", "reference_flops", "steps", "wall_time", "l_time",
-           "c_time", "mu0", "mu_multiplier", "seed")
+           "ratio", "bits", "realised_ratio", "file_bytes", "flops", "reference_error", "reference_flops", "steps",
+           "wall_time", "l_time", "c_time", "mu0", "mu_multiplier", "seed")
 
 
 def _field(default, help: str):
@@ -183,7 +184,8 @@ class Results:
                         "--out, or --overwrite to discard them")
                 for p in (self.jsonl, self.csv, self.config_file, out / "tradeoff.png"):
                     p.unlink(missing_ok=True)
-                shutil.rmtree(out / "checkpoints", ignore_errors=True)
+                for d in ("checkpoints", "artifacts"):
+                    shutil.rmtree(out / d, ignore_errors=True)
         out.mkdir(parents=True, exist_ok=True)
         self.config_file.write_text(json.dumps(mine, indent=1, sort_keys=True))
         self.rows = [json.loads(line) for line in self.jsonl.read_text().splitlines()] if self.jsonl.exists() \
@@ -256,10 +258,14 @@ def _one_run(config, task, reference, fam: Family, value, run_id, ref_eval, ref_
     wall = time.perf_counter() - t
     steps.close()
     last = history[-1]
+    artifact = Path(config.out) / "artifacts" / f"{run_id}.lc"
+    artifact.parent.mkdir(parents=True, exist_ok=True)
+    file_bytes = lc.save(artifact, net, algorithm, overwrite=True)    # an unfinished run's file, if any, is ours
     row = {"run_id": run_id, "task": f"{config.task.dataset}/{config.task.model}", "split": task.data.split,
            "family": fam.name, "scheme": _describe(fam, tasks), "parameter": fam.parameter, "value": value,
            "test_error": last.evaluation["error"], "test_loss": last.evaluation["loss"], "ratio": last.ratio,
-           "bits": last.bits, "flops": flops(net, task.data.input_shape), "reference_error": ref_eval["error"],
+           "bits": last.bits, "file_bytes": file_bytes,
+           "realised_ratio": 4 * sum(p.numel() for p in net.parameters()) / file_bytes, "flops": flops(net, task.data.input_shape), "reference_error": ref_eval["error"],
            "reference_flops": ref_flops, "steps": last.step, "wall_time": wall,
            "l_time": sum(r.l_step_time for r in history), "c_time": sum(r.c_step_time for r in history),
            "mu0": mu0, "mu_multiplier": config.mu_multiplier, "seed": config.task.seed}
@@ -286,10 +292,11 @@ def main(argv=None) -> int:
         return 2
     split = rows[0]["split"] if rows else ""
     print(f"\n{len(rows)} runs in {config.out} ({split}):")
-    print(f"{'family':<14} {'parameter':<16} {'value':>8} {'error %':>8} {'ratio':>8} {'MFLOPs':>8} {'time s':>7}")
+    print(f"{'family':<14} {'parameter':<16} {'value':>8} {'error %':>8} {'ratio':>8} {'on disk':>8} {'MFLOPs':>8} "
+          f"{'time s':>7}")
     for r in sorted(rows, key=lambda r: (r["family"], r["ratio"])):
         print(f"{r['family']:<14} {r['parameter']:<16} {r['value']!s:>8} {100 * r['test_error']:8.2f} "
-              f"{r['ratio']:8.1f} {r['flops'] / 1e6:8.3f} {r['wall_time']:7.1f}")
+              f"{r['ratio']:8.1f} {r['realised_ratio']:8.1f} {r['flops'] / 1e6:8.3f} {r['wall_time']:7.1f}")
     if rows:
         print(f"reference: {100 * rows[0]['reference_error']:.2f}% error; plot: {Path(config.out) / 'tradeoff.png'}")
     return 0

@@ -7,6 +7,7 @@ import pytest
 import lc
 from experiments import tradeoff
 from experiments.families import FAMILIES
+from tasks.classification import Classification, TaskConfig
 
 TINY = ["--families", "pruning", "--values", "pruning=0.05,0.2", "--steps", "2", "--ref-epochs", "2",
         "--epochs-per-step", "1", "--no-progress"]
@@ -42,6 +43,15 @@ def test_writes_rows_csv_jsonl_and_png(swept):
         assert 0 <= r["test_error"] < (0.15 if r["value"] == 0.2 else 0.9) and r["steps"] == 2 and r["seed"] == 0
         assert r["split"].startswith("1257/540") and r["task"] == "digits/lenet300"
         assert r["parameter"] == "kept fraction" and "ConstraintL0Pruning" in r["scheme"]
+        # the compressed model on disk: its size gives the realised ratio, and it loads back to the same error
+        path = out / "artifacts" / f"{r['run_id']}.lc"
+        assert path.stat().st_size == r["file_bytes"] >= r["bits"] / 8
+        assert r["realised_ratio"] == pytest.approx(4 * (weights + 410) / r["file_bytes"])
+        assert r["ratio"] * 0.8 < r["realised_ratio"] < r["ratio"]      # header and rounding: within 20% here
+        task = Classification(TaskConfig(ref_epochs=2, epochs_per_step=1))
+        net = task.make_model()
+        lc.load(path, net)
+        assert task.evaluate(net)["error"] == r["test_error"]
 
 
 def test_resume_skips_finished_runs_and_extends(swept, monkeypatch):
