@@ -60,7 +60,8 @@ class Config:
     task: TaskConfig = field(default_factory=lambda: TaskConfig(epochs_per_step=2, ref_epochs=30),
                              metadata={"help": "the task: see tasks.classification.TaskConfig"})
     families: list = _field(list(DEFAULT_FAMILIES), f"families to sweep, of: {', '.join(FAMILIES)}")
-    values: dict = _field({}, "values per family, overriding its defaults: --values pruning=0.05,0.1 k…")
+    values: dict = _field({}, "values per family, overriding its defaults: "
+                                  "--values pruning=0.05,0.1 quantization=2,4")
     steps: int = _field(20, "LC steps (length of the μ schedule)")
     mu0: float = _field(3e-3, "μ₀ of the schedule μ_j = μ₀ · a^j (for families without their own μ₀)")
     family_mu0: dict = _field({}, "μ₀ per family, overriding the family's own: --family-mu0 rank=1e-3")
@@ -216,8 +217,8 @@ def run_sweep(config: Config) -> list[dict]:
     if config.threads:
         torch.set_num_threads(config.threads)
     families = _families(config)
+    task = Classification(config.task)                     # a missing dataset fails here, before --out is touched
     results = Results(Path(config.out), config)
-    task = Classification(config.task)
     reference = task.reference(cache_dir=config.cache_dir)
     ref_eval = task.evaluate(reference)
     ref_flops = flops(reference, task.data.input_shape)
@@ -265,7 +266,8 @@ def _one_run(config, task, reference, fam: Family, value, run_id, ref_eval, ref_
            "family": fam.name, "scheme": _describe(fam, tasks), "parameter": fam.parameter, "value": value,
            "test_error": last.evaluation["error"], "test_loss": last.evaluation["loss"], "ratio": last.ratio,
            "bits": last.bits, "file_bytes": file_bytes,
-           "realised_ratio": 4 * sum(p.numel() for p in net.parameters()) / file_bytes, "flops": flops(net, task.data.input_shape), "reference_error": ref_eval["error"],
+           "realised_ratio": 4 * sum(p.numel() for p in net.parameters()) / file_bytes,
+           "flops": flops(net, task.data.input_shape), "reference_error": ref_eval["error"],
            "reference_flops": ref_flops, "steps": last.step, "wall_time": wall,
            "l_time": sum(r.l_step_time for r in history), "c_time": sum(r.c_step_time for r in history),
            "mu0": mu0, "mu_multiplier": config.mu_multiplier, "seed": config.task.seed}

@@ -46,7 +46,7 @@ class LeNet300(nn.Module):
 
 
 class LeNet5(nn.Module):
-    """Caffe's LeNet5 (as in the LC papers): conv 20@5×5 → max-pool 2 → conv 50@5×5 → max-pool 2 → fc 500 → fc."""
+    """Caffe's LeNet5 (as in the LC papers): conv 20@5×5, max-pool 2, conv 50@5×5, max-pool 2, fc 500, fc."""
 
     def __init__(self, input_shape=(1, 28, 28), num_classes: int = 10):
         super().__init__()

@@ -95,7 +95,8 @@ def test_distillation_needs_a_teacher_and_a_valid_weight():
 
 def test_compression_tasks_each_and_joint(task):
     net = task.make_model()
-    each = compression_tasks(net, lambda shapes: (lc.AsVector, lc.ConstraintL0Pruning(kappa=math.prod(shapes[0]) // 10)))
+    each = compression_tasks(net, lambda shapes: (lc.AsVector,
+                                                  lc.ConstraintL0Pruning(kappa=math.prod(shapes[0]) // 10)))
     assert [p.targets for p in each] == [("fc1.weight",), ("fc2.weight",), ("fc3.weight",)]
     assert [v[1].kappa for v in each.values()] == [1920, 3000, 100]
     joint = compression_tasks(net, lambda shapes: (lc.AsVector, lc.ConstraintL0Pruning(kappa=len(shapes))),
