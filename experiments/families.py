@@ -30,6 +30,7 @@ class Family:
     joint: bool = False                     # one task over all weights (True) or one task per weight (False)
     requires: tuple[str, ...] = ()          # names lc must export for this family to run
     mu0: float | None = None                # the family's own μ₀ (default: the sweep's)
+    names: Callable | None = None           # model → the weight names to compress (default: every linear/conv)
     description: str = ""
 
     def available(self) -> bool:

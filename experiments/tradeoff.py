@@ -241,7 +241,8 @@ def run_sweep(config: Config) -> list[dict]:
 def _one_run(config, task, reference, fam: Family, value, run_id, ref_eval, ref_flops) -> dict:
     net = copy.deepcopy(reference)
     torch.manual_seed(config.task.seed)
-    tasks = compression_tasks(net, lambda shapes: fam.make(value, shapes), joint=fam.joint)
+    tasks = compression_tasks(net, lambda shapes: fam.make(value, shapes), joint=fam.joint,
+                              names=fam.names(net) if fam.names else None)
     mu0 = config.mu0_of(fam)
     steps = tqdm(total=config.steps + 1, desc=f"  {fam.name} {value}", leave=False, disable=not config.progress,
                  dynamic_ncols=True)

@@ -124,3 +124,15 @@ def test_every_shipped_config_loads():
     for path in configs:
         c = tradeoff.load_config(["--config", str(path)])
         assert set(c.families) <= set(FAMILIES) and set(c.values) <= set(FAMILIES)
+
+
+def test_a_family_may_leave_layers_out(tmp_path, monkeypatch):
+    import dataclasses
+
+    from tasks.classification import weight_names
+    fam = dataclasses.replace(FAMILIES["pruning"], names=lambda m: weight_names(m)[:-1])
+    monkeypatch.setitem(FAMILIES, "pruning", fam)
+    (row,) = run(tmp_path, "--values", "pruning=0.05", "--steps", "1")
+    kept = round(0.05 * (64 * 300 + 300 * 100))                   # fc3 (100 × 10) stays float32
+    assert row["ratio"] == pytest.approx(32 * 50610 / (row["bits"] + 32 * (1000 + 410)))
+    assert row["bits"] >= 32 * kept
