@@ -10,6 +10,9 @@ from .compression import (AdaptiveQuantization, Additive, AffineQuantization, Bi
                           ConstraintL0Pruning, ConstraintL1Pruning, LowRank, PenaltyL0Pruning, PenaltyL1Pruning,
                           RankBudget, RankSelection, ScaledBinaryQuantization, ScaledTernaryQuantization, State)
 from .params import AsIs, AsVector, Param, View
+from . import measure
+from .export import export
+from .storage import Compressed, load, nominal_bits, save
 
 __version__ = "0.1.0"
 
@@ -17,6 +20,7 @@ __all__ = [
     "Algorithm", "StepRecord", "geometric_mu", "CompressionError",
     "Param", "View", "AsVector", "AsIs",
     "Compression", "State", "Additive",
+    "Compressed", "save", "load", "nominal_bits", "export", "measure",
     "ConstraintL0Pruning", "ConstraintL1Pruning", "PenaltyL0Pruning", "PenaltyL1Pruning",
     "AdaptiveQuantization", "BinaryQuantization", "ScaledBinaryQuantization", "ScaledTernaryQuantization",
     "AffineQuantization",
