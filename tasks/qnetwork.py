@@ -75,14 +75,20 @@ class LunarLanderConfig(DQNConfig):
     eps_decay_steps: int = 100_000
     select_interval: int = 20_000
     select_episodes: int = 20
-    lc_steps: int = 10_000
+    lc_steps: int = 5_000
     lc_lr: float = 1e-4
     lc_eps: float = 0.01
     distill_steps: int = 1_000
 
 
+def training_fields(cfg: DQNConfig) -> dict:
+    """The fields the reference depends on (all but the L-step settings ``lc_*`` and ``distill_*``)."""
+    return {k: v for k, v in dataclasses.asdict(cfg).items() if not k.startswith(("lc_", "distill_"))}
+
+
 def config_hash(cfg: DQNConfig) -> str:
-    spec = {"class": type(cfg).__name__, **dataclasses.asdict(cfg)}
+    """The cache key of cfg's reference: a hash of its class name and training fields."""
+    spec = {"class": type(cfg).__name__, **training_fields(cfg)}
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -161,7 +167,7 @@ def reference(cfg: DQNConfig, cache_dir: str | Path | None = None) -> Reference:
     path = Path(cache_dir or default_cache_dir()) / f"{cfg.env_id}-{config_hash(cfg)}.pt"
     if path.exists():
         obj = torch.load(path, weights_only=False)
-        if obj["config"] != dataclasses.asdict(cfg):
+        if {k: obj["config"].get(k) for k in training_fields(cfg)} != training_fields(cfg):
             from lc import CompressionError
             raise CompressionError(f"{path} holds a reference of another config; move it away")
         log.info("reference loaded from %s", path)
