@@ -29,11 +29,13 @@ import numpy as np
 import torch
 
 from tasks.rl.dqn import Agent, DQNConfig, ReplayBuffer, double_q_target, epsilon, mlp
+from tasks.rl.finetune import finetune
 from tasks.rl.evaluate import SELECT_SEED0, TEST_SEED0, Evaluation, evaluate
 
 __all__ = ["DQNConfig", "CartPoleConfig", "LunarLanderConfig", "Reference", "reference", "make_network",
            "OnlineLStep", "DistillLStep", "project", "evaluate", "Evaluation", "Agent", "ReplayBuffer",
-           "double_q_target", "epsilon", "TEST_SEED0", "default_cache_dir"]
+           "double_q_target", "epsilon", "TEST_SEED0", "SELECT_SEED0", "default_cache_dir", "finetune",
+           "train", "config_hash"]
 
 log = logging.getLogger(__name__)
 
