@@ -144,8 +144,9 @@ def test_compressed_context_swaps_and_restores():
 
     lc.Algorithm(net, prune_tasks(net), [1.0, 2.0], digits.l_step(epochs=1), callbacks=[cb]).run()
     assert checks == [100, True, 100, True, 100, True]
+    algorithm.run()
     with pytest.raises(lc.CompressionError, match="already run"):
-        algorithm.run() if algorithm._finished else (algorithm.run(), algorithm.run())
+        algorithm.run()
 
 
 def test_nan_stops_with_task_name_and_keeps_checkpoint(tmp_path):
