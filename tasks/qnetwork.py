@@ -209,8 +209,17 @@ class OnlineLStep:
         self.agent.train(self.cfg.lc_steps, penalty=lc_penalty, eps=self.cfg.lc_eps)
 
 
+def distill_loss(q: torch.Tensor, q_ref: torch.Tensor, value_weight: float) -> torch.Tensor:
+    """Regression onto the reference's Q-values, split into advantage and value (Q = V + A, V = mean_a Q):
+    mean over states of 1/A ‖A − A_ref‖² + β (V − V_ref)². β = 1 is exactly the mean squared error of Q;
+    β < 1 weights what the greedy policy depends on (the advantages) more than the state value."""
+    v, v_ref = q.mean(1, keepdim=True), q_ref.mean(1, keepdim=True)
+    return ((q - v - (q_ref - v_ref)) ** 2).mean() + value_weight * ((v - v_ref) ** 2).mean()
+
+
 class DistillLStep:
-    """Offline L step (policy distillation): min_w 1/(|S|A) Σ_{s∈S} ‖q_w(s) − q_ref(s)‖² + μ/2‖w − Δ(Θ) − λ/μ‖².
+    """Offline L step (policy distillation): min_w distill_loss(q_w, q_ref) + μ/2‖w − Δ(Θ) − λ/μ‖² over the
+    states S of the reference's replay buffer (see :func:`distill_loss`; ``cfg.distill_value_weight`` = β).
 
     S = the states of the reference's replay buffer, q_ref = the reference's Q-values; no environment
     interaction. Each call takes ``cfg.distill_steps`` Adam steps (``cfg.distill_lr``) on minibatches of
@@ -232,7 +241,8 @@ class DistillLStep:
         n = len(self.states)
         for _ in range(self.cfg.distill_steps):
             idx = torch.randint(n, (self.cfg.distill_batch,), generator=self.gen)
-            loss = torch.nn.functional.mse_loss(model(self.states[idx]), self.targets[idx]) + lc_penalty()
+            loss = distill_loss(model(self.states[idx]), self.targets[idx], self.cfg.distill_value_weight)
+            loss = loss + lc_penalty()
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             self.opt.step()

@@ -53,6 +53,7 @@ class DQNConfig:
     distill_steps: int = 500               # offline L step: gradient steps per L step
     distill_lr: float = 1e-3               # offline L step: Adam learning rate
     distill_batch: int = 256               # offline L step: states per gradient step
+    distill_value_weight: float = 1.0      # offline L step: weight β of the state value vs the advantages
 
     def __post_init__(self):
         if self.target_update not in ("soft", "hard"):
