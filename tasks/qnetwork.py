@@ -28,7 +28,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from tasks.rl.dqn import Agent, DQNConfig, ReplayBuffer, double_q_target, epsilon, mlp
+from tasks.rl.dqn import Agent, DQNConfig, ReplayBuffer, double_q_target, epsilon, mlp, penalty_step
 from tasks.rl.finetune import finetune
 from tasks.rl.evaluate import SELECT_SEED0, TEST_SEED0, Evaluation, evaluate
 
@@ -57,7 +57,7 @@ class CartPoleConfig(DQNConfig):
     select_episodes: int = 5
     lc_steps: int = 500
     lc_lr: float = 1e-3
-    distill_steps: int = 200
+    distill_steps: int = 500
 
 
 @dataclass(frozen=True)
@@ -242,10 +242,10 @@ class DistillLStep:
         for _ in range(self.cfg.distill_steps):
             idx = torch.randint(n, (self.cfg.distill_batch,), generator=self.gen)
             loss = distill_loss(model(self.states[idx]), self.targets[idx], self.cfg.distill_value_weight)
-            loss = loss + lc_penalty()
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             self.opt.step()
+            penalty_step(model, lc_penalty, self.cfg.lc_penalty_step)
 
 
 def project(model: torch.nn.Module, compression_tasks: Mapping) -> float:

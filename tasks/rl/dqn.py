@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["DQNConfig", "mlp", "ReplayBuffer", "double_q_target", "epsilon", "Agent"]
+__all__ = ["DQNConfig", "mlp", "penalty_step", "ReplayBuffer", "double_q_target", "epsilon", "Agent"]
 
 log = logging.getLogger(__name__)
 
@@ -50,15 +50,33 @@ class DQNConfig:
     lc_steps: int = 2_000                  # online L step: environment steps per L step
     lc_lr: float = 2e-4                    # online L step: Adam learning rate
     lc_eps: float = 0.02                   # online L step: ε of the behaviour policy
+    lc_penalty_step: float = 0.5           # both L steps: step size η of the gradient step on the LC penalty
     distill_steps: int = 500               # offline L step: gradient steps per L step
     distill_lr: float = 1e-3               # offline L step: Adam learning rate
     distill_batch: int = 256               # offline L step: states per gradient step
-    distill_value_weight: float = 1.0      # offline L step: weight β of the state value vs the advantages
+    distill_value_weight: float = 0.01     # offline L step: weight β of the state value vs the advantages
 
     def __post_init__(self):
         if self.target_update not in ("soft", "hard"):
             from lc import CompressionError
             raise CompressionError(f"target_update={self.target_update!r}: use 'soft' or 'hard'")
+
+
+def penalty_step(model: nn.Module, penalty: Callable[[], torch.Tensor], eta: float) -> None:
+    """w ← w − η ∇_w penalty(w): a plain gradient step on the LC penalty μ/2‖w − Δ(Θ) − λ/μ‖², which moves w by
+    the fraction ημ of its distance to the target (stable for ημ < 2).
+
+    The L steps take Adam steps on the task loss and this step on the penalty (decoupled, as AdamW decouples
+    weight decay). Adding the penalty to the loss that Adam sees would not work: Adam's per-coordinate scaling
+    moves each weight by about the learning rate whatever the size of its gradient, so wherever the task
+    gradient is small (near the reference, where the loss is flat) every weight is pulled towards Δ(Θ) at the
+    same fixed rate, whatever μ — the μ schedule loses its meaning and LC degenerates into projection."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    grads = torch.autograd.grad(penalty(), params, allow_unused=True)
+    with torch.no_grad():
+        for p, g in zip(params, grads):
+            if g is not None:
+                p.sub_(eta * g)
 
 
 def mlp(obs_dim: int, hidden: tuple[int, ...], n_actions: int) -> nn.Sequential:
@@ -195,12 +213,12 @@ class Agent:
             y = double_q_target(self.q(s2), self.target(s2), r, done, cfg.gamma)
         q = self.q(s).gather(1, a.unsqueeze(1)).squeeze(1)
         loss = nn.functional.smooth_l1_loss(q, y)              # Huber loss, δ = 1
-        if penalty is not None:
-            loss = loss + penalty()
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(self.q.parameters(), cfg.grad_clip)
         self.opt.step()
+        if penalty is not None:
+            penalty_step(self.q, penalty, cfg.lc_penalty_step)
         self.updates += 1
         self.update_target()
         return float(loss.detach())

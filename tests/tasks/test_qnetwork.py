@@ -120,7 +120,7 @@ def test_offline_lc_gives_the_declared_structure_and_recovers_the_policy(ref):
     assert int((weights != 0).sum()) <= KAPPA
     naive = ref.network()
     ratio = qn.project(naive, {lc.Param(WEIGHTS): (lc.AsVector, lc.ConstraintL0Pruning(kappa=KAPPA))})
-    assert ratio == pytest.approx(history[-1].ratio)
+    assert ratio == pytest.approx(history[-1].ratio, rel=1e-3)      # positions cost a little differently
     # the distillation L step pulls the pruned network back to the reference's actions
     states = torch.from_numpy(ref.replay().states())
     with torch.no_grad():
