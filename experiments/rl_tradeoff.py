@@ -30,8 +30,8 @@ from tasks import qnetwork as qn  # noqa: E402
 
 from . import rl_common as rc  # noqa: E402
 
-SCHEMES = ("quantization=2", "quantization=4", "quantization=16", "pruning=0.05", "pruning=0.1", "pruning=0.2",
-           "low-rank-hidden=0.125", "low-rank-hidden=0.25", "quant2+sparse=0.02")
+SCHEMES = ("quantization=2", "quantization=4", "quantization=16", "pruning=0.1", "pruning=0.3", "pruning=0.5",
+           "low-rank-hidden=0.25", "low-rank-hidden=0.5", "quant2+sparse=0.05")
 METHODS = ("naive", "lc-online", "lc-offline")
 
 
@@ -41,13 +41,16 @@ def main(argv=None):
     ap.add_argument("--schemes", nargs="+", default=SCHEMES, help="FAMILY=VALUE, see rl_common.parse_scheme")
     ap.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
     ap.add_argument("--seeds", type=int, nargs="+", default=(0, 1, 2))
-    ap.add_argument("--steps", type=int, default=15, help="LC steps (length of the μ schedule)")
-    ap.add_argument("--mu0", type=float, default=1e-2)
+    ap.add_argument("--steps", type=int, default=16, help="LC steps (length of the μ schedule)")
+    ap.add_argument("--mu0", type=float, default=1e-3)
     ap.add_argument("--multiplier", type=float, default=1.5)
     ap.add_argument("--eval-episodes", type=int, default=10, help="episodes of the per-step LC evaluation")
     ap.add_argument("--out", default="results/rl/tradeoff")
+    ap.add_argument("--plot-only", action="store_true", help="only redraw tradeoff.png from --out's rows")
     args = ap.parse_args(argv)
     out = Path(args.out)
+    if args.plot_only:
+        return plot(rc.read_rows(out), out / "tradeoff.png")
     rc.setup_logging(out)
     torch.set_num_threads(args.threads)
     ref = rc.reference(args.env)
