@@ -6,8 +6,8 @@
 """
 from ._errors import CompressionError
 from .algorithm import Algorithm, StepRecord, geometric_mu
-from .compression import (Compression, ConstraintL0Pruning, ConstraintL1Pruning, PenaltyL0Pruning,
-                          PenaltyL1Pruning, State)
+from .compression import (Additive, Compression, ConstraintL0Pruning, ConstraintL1Pruning, LowRank,
+                          PenaltyL0Pruning, PenaltyL1Pruning, RankBudget, RankSelection, State)
 from .params import AsIs, AsVector, Param, View
 
 __version__ = "0.1.0"
@@ -15,6 +15,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Algorithm", "StepRecord", "geometric_mu", "CompressionError",
     "Param", "View", "AsVector", "AsIs",
-    "Compression", "State",
+    "Compression", "State", "Additive",
     "ConstraintL0Pruning", "ConstraintL1Pruning", "PenaltyL0Pruning", "PenaltyL1Pruning",
+    "LowRank", "RankSelection", "RankBudget",
 ]

@@ -17,7 +17,7 @@ import torch
 
 from . import _checkpoint
 from ._errors import CompressionError
-from ._tasks import Task, build_tasks
+from ._tasks import Task, build_tasks, c_step
 from .compression._base import State
 
 __all__ = ["Algorithm", "StepRecord", "geometric_mu"]
@@ -82,6 +82,9 @@ class Algorithm:
     - ``checkpoint_dir``: after every step the run is saved there atomically; ``run()`` on a directory holding a
       checkpoint of the same run continues from its last finished step (and returns at once if it had
       finished). A checkpoint of a different run is an error, never overwritten.
+    - ``example_input``: an input batch for ``model`` (a tuple is passed as several arguments), needed only by
+      compressions that ask for their layer's output size (``RankSelection(criterion="flops")``): the model is run
+      on it once, in eval mode and without gradients, when the tasks are built.
 
     After ``run()`` the model holds Δ(Θ); ``uncompressed`` holds w (by parameter name).
     """
@@ -89,9 +92,9 @@ class Algorithm:
     def __init__(self, model: torch.nn.Module, compression_tasks: Mapping, mu_schedule: Sequence[float],
                  l_step_optimization: Callable, evaluation_func: Callable | None = None, *,
                  multipliers: bool = True, tolerance: float = 1e-8, callbacks: Iterable[Callable] = (),
-                 checkpoint_dir: str | Path | None = None):
+                 checkpoint_dir: str | Path | None = None, example_input: Any = None):
         self.model = model
-        self.tasks: list[Task] = build_tasks(model, compression_tasks)
+        self.tasks: list[Task] = build_tasks(model, compression_tasks, example_input)
         self.mu_schedule = _check_schedule(mu_schedule)
         if not callable(l_step_optimization):
             raise CompressionError("l_step_optimization must be callable as f(model, lc_penalty, step)")
@@ -137,17 +140,21 @@ class Algorithm:
 
     def _c_step(self, mu: float) -> float:
         t = time.perf_counter()
-        for i, task in enumerate(self.tasks):
-            ws = [p.detach() - self._lam[n] / mu for n, p in zip(task.param_names, task.params)]   # w − λ/μ
-            if not all(bool(torch.isfinite(w).all()) for w in ws):
-                raise CompressionError(f"task {task.name!r}: the weights hold NaN or inf at the C step with "
-                                       f"μ={mu:g}: the L step diverged (lower its learning rate or the μ schedule)."
-                                       + (f" The last good checkpoint in {self.checkpoint_path.parent} is intact."
-                                          if self.checkpoint_path else ""))
-            self.states[i] = task.c.compress(ws, mu, self.states[i])
-            for n, d in zip(task.param_names, task.c.decompress(self.states[i])):
+        ws = [self._shifted(task, mu) for task in self.tasks]                  # w − λ/μ per task
+        self.states = c_step(self.tasks, ws, mu, self.states)                   # Θ ← Π(w − λ/μ)
+        for task, state in zip(self.tasks, self.states):
+            for n, d in zip(task.param_names, task.c.decompress(state)):
                 self._delta[n] = d
         return time.perf_counter() - t
+
+    def _shifted(self, task: Task, mu: float) -> list[torch.Tensor]:
+        ws = [p.detach() - self._lam[n] / mu for n, p in zip(task.param_names, task.params)]       # w − λ/μ
+        if not all(bool(torch.isfinite(w).all()) for w in ws):
+            raise CompressionError(f"task {task.name!r}: the weights hold NaN or inf at the C step with "
+                                   f"μ={mu:g}: the L step diverged (lower its learning rate or the μ schedule)."
+                                   + (f" The last good checkpoint in {self.checkpoint_path.parent} is intact."
+                                      if self.checkpoint_path else ""))
+        return ws
 
     def _penalty(self, mu: float) -> Callable[[], torch.Tensor]:
         params = list(self._named_params())
@@ -164,7 +171,7 @@ class Algorithm:
             evaluation = self.evaluation_func(self.model) if self.evaluation_func else None
         bits = sum(s.bits for s in self.states)
         record = StepRecord(step, mu, distance, evaluation, bits, self._ratio(bits), l_time, c_time,
-                            {t.name: dict(s.meta) for t, s in zip(self.tasks, self.states)})
+                            {t.name: _info(s) for t, s in zip(self.tasks, self.states)})
         self.history.append(record)
         log.info("LC step %d  mu=%.3g  |w-Delta|^2=%.4g  bits=%d  ratio=%.2f  eval=%s  (L %.2fs, C %.2fs)", step,
                  mu, sum(distance.values()), bits, record.ratio, evaluation, l_time, c_time)
@@ -249,6 +256,11 @@ class Algorithm:
         self._finished = ck["finished"]
         log.info("resumed from %s after LC step %d", self.checkpoint_path, self.history[-1].step)
         return self.history[-1].step
+
+
+def _info(state: State) -> dict:
+    """What a C step chose (its meta), with the parts' of an additive combination under ``"parts"``."""
+    return {**state.meta, "parts": [_info(p) for p in state.parts]} if state.parts else dict(state.meta)
 
 
 def _plain(x):

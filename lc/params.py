@@ -108,7 +108,7 @@ class AsIs(View):
     - ``scheme=1``: (o) × (i·k₁·k₂…), a plain ``reshape`` — a rank-r factorisation is a k×k convolution to r
       channels followed by a 1×1 convolution;
     - ``scheme=2`` (2-D kernels only): (o·kh) × (i·kw), rows ordered (o, kh) and columns (i, kw) — a rank-r
-      factorisation is a kh×1 convolution followed by a 1×kw one.
+      factorisation U V is a 1×kw convolution to r channels (V) followed by a kh×1 convolution (U).
 
     Both are exact round trips. ``AsIs`` and ``AsIs()`` are the same (scheme 1).
     """

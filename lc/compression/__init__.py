@@ -1,7 +1,9 @@
 """C steps: one module per family. Each class solves one C step exactly (or says in its docstring how close
 it gets) and returns a :class:`State` that knows its storage in bits."""
 from ._base import Compression, State
+from .additive import Additive
+from .lowrank import LowRank, RankBudget, RankSelection
 from .pruning import ConstraintL0Pruning, ConstraintL1Pruning, PenaltyL0Pruning, PenaltyL1Pruning
 
-__all__ = ["Compression", "State",
+__all__ = ["Compression", "State", "Additive", "LowRank", "RankSelection", "RankBudget",
            "ConstraintL0Pruning", "ConstraintL1Pruning", "PenaltyL0Pruning", "PenaltyL1Pruning"]

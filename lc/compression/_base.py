@@ -52,7 +52,22 @@ class Compression:
     - ``decompress(state)`` returns Δ(Θ), with ``w``'s shape, dtype and device.
 
     Constraint forms do not depend on μ; penalty forms do, through the threshold.
+
+    Two optional hooks, for the few compressions that need more than one tensor:
+
+    - ``bind(context)`` is called once per task when ``lc.Algorithm`` is built; a compression whose C step needs
+      facts about its layer beyond the tensor returns a copy that holds them (``RankSelection(criterion="flops")``
+      asks ``context.output_positions(...)``, see ``lc._tasks.Context``); the default returns ``self``;
+    - ``coupling``: an object shared with other tasks' compressions whose C steps must be solved together (an
+      ``lc.RankBudget``); the loop then calls ``coupling.compress(compressions, ws, mu, previous)`` once for the
+      whole group, which returns one state per task. ``None`` (the default): this C step is solved alone.
     """
+
+    coupling = None
+
+    def bind(self, context) -> "Compression":
+        """A copy of this compression that knows what it needs of its task's ``context`` (default: ``self``)."""
+        return self
 
     def check(self, shape: torch.Size) -> None:  # noqa: B027 - optional hook
         """Raise :class:`lc.CompressionError` if this compression cannot apply to a tensor of ``shape``."""

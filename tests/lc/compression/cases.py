@@ -39,6 +39,10 @@ def nonzeros_above(t):
     return lambda x: bool((x[x != 0].abs() > t).all())
 
 
+def rank_at_most(r):
+    return lambda x: int(torch.linalg.matrix_rank(x)) <= r
+
+
 CASES = [
     Case(lc.ConstraintL0Pruning(kappa=7), (50,), nnz_at_most(7)),
     Case(lc.ConstraintL0Pruning(kappa=0), (12, 5), nnz_at_most(0)),
@@ -47,4 +51,9 @@ CASES = [
     Case(lc.ConstraintL1Pruning(kappa=1e6), (40,), l1_at_most(1e6)),
     Case(lc.PenaltyL0Pruning(alpha=0.1), (200,), nonzeros_above((2 * 0.1 / 2.0) ** 0.5), mu=2.0),
     Case(lc.PenaltyL1Pruning(alpha=0.5), (30, 4), lambda x: True, mu=1.0, idempotent=False),
+    Case(lc.LowRank(target_rank=3), (12, 8), rank_at_most(3)),
+    Case(lc.LowRank(target_rank=6), (12, 8), rank_at_most(6)),                 # 6·20 ≥ 96: stored dense
+    # α·mn > μ/2‖w‖² (≈ 48 here): dense is worse than rank 0, so a rank < mn/(m+n) is chosen
+    Case(lc.RankSelection(alpha=0.6), (12, 8), rank_at_most(4)),
+    Case(lc.RankSelection(budget=lc.RankBudget(ratio=4.0)), (12, 8), rank_at_most(1)),  # r·20 ≤ 96/4
 ]
