@@ -34,7 +34,7 @@ from tasks.rl.evaluate import SELECT_SEED0, TEST_SEED0, Evaluation, evaluate
 
 __all__ = ["DQNConfig", "CartPoleConfig", "LunarLanderConfig", "Reference", "reference", "make_network",
            "OnlineLStep", "DistillLStep", "project", "evaluate", "Evaluation", "Agent", "ReplayBuffer",
-           "double_q_target", "epsilon", "TEST_SEED0", "SELECT_SEED0", "default_cache_dir", "finetune",
+           "double_q_target", "epsilon", "penalty_step", "distill_loss", "TEST_SEED0", "SELECT_SEED0", "default_cache_dir", "finetune",
            "train", "config_hash"]
 
 log = logging.getLogger(__name__)

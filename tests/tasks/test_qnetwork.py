@@ -128,3 +128,20 @@ def test_offline_lc_gives_the_declared_structure_and_recovers_the_policy(ref):
         agree_lc = float((net(states).argmax(1) == a_ref).float().mean())
         agree_naive = float((naive(states).argmax(1) == a_ref).float().mean())
     assert agree_lc > agree_naive and agree_lc > 0.9
+
+
+def test_penalty_step_moves_w_by_eta_mu_of_its_distance():
+    net = torch.nn.Linear(3, 2)
+    w0 = net.weight.detach().clone()
+    target, mu = torch.ones_like(w0), 0.4
+    penalty = lambda: mu / 2 * ((net.weight - target) ** 2).sum()        # noqa: E731
+    qn.penalty_step(net, penalty, eta=0.5)
+    assert torch.allclose(net.weight, w0 - 0.5 * mu * (w0 - target))
+    assert net.bias.grad is None                                          # untouched by the penalty
+
+
+def test_distillation_loss_splits_q_into_advantage_and_value():
+    q, q_ref = torch.randn(7, 4), torch.randn(7, 4)
+    assert float(qn.distill_loss(q, q_ref, 1.0)) == pytest.approx(float(torch.nn.functional.mse_loss(q, q_ref)))
+    shifted = q_ref + torch.arange(7.0)[:, None]          # same advantages, other state values
+    assert float(qn.distill_loss(shifted, q_ref, 0.0)) == pytest.approx(0.0, abs=1e-10)
