@@ -29,7 +29,8 @@ def weight_names(net: torch.nn.Module) -> list[str]:
 
 
 def _rank(fraction: float, shape) -> int:
-    return max(1, math.ceil(fraction * min(shape)))
+    """⌈fraction · min(m, n)⌉, at least 1 and below full rank (lc.LowRank refuses a rank that compresses nothing)."""
+    return min(max(1, math.ceil(fraction * min(shape))), min(shape) - 1)
 
 
 @dataclass(frozen=True)

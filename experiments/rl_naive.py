@@ -23,7 +23,7 @@ from tasks import qnetwork as qn  # noqa: E402
 from . import rl_common as rc  # noqa: E402
 
 PRUNED = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
-RANK_FRACTIONS = (1.0, 0.75, 0.5, 0.375, 0.25, 0.125)
+RANK_FRACTIONS = (0.75, 0.5, 0.375, 0.25, 0.125)          # full rank is the reference (pruned = 0)
 
 
 def main(argv=None):
