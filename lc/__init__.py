@@ -6,9 +6,13 @@
 """
 from ._errors import CompressionError
 from .algorithm import Algorithm, StepRecord, geometric_mu
-from .compression import (Additive, Compression, ConstraintL0Pruning, ConstraintL1Pruning, LowRank,
-                          PenaltyL0Pruning, PenaltyL1Pruning, RankBudget, RankSelection, State)
+from .compression import (AdaptiveQuantization, Additive, AffineQuantization, BinaryQuantization, Compression,
+                          ConstraintL0Pruning, ConstraintL1Pruning, LowRank, PenaltyL0Pruning, PenaltyL1Pruning,
+                          RankBudget, RankSelection, ScaledBinaryQuantization, ScaledTernaryQuantization, State)
 from .params import AsIs, AsVector, Param, View
+from . import measure
+from .export import export
+from .storage import Compressed, load, nominal_bits, save
 
 __version__ = "0.1.0"
 
@@ -16,6 +20,9 @@ __all__ = [
     "Algorithm", "StepRecord", "geometric_mu", "CompressionError",
     "Param", "View", "AsVector", "AsIs",
     "Compression", "State", "Additive",
+    "Compressed", "save", "load", "nominal_bits", "export", "measure",
     "ConstraintL0Pruning", "ConstraintL1Pruning", "PenaltyL0Pruning", "PenaltyL1Pruning",
+    "AdaptiveQuantization", "BinaryQuantization", "ScaledBinaryQuantization", "ScaledTernaryQuantization",
+    "AffineQuantization",
     "LowRank", "RankSelection", "RankBudget",
 ]

@@ -72,7 +72,8 @@ class Algorithm:
     """``Algorithm(model, compression_tasks, mu_schedule, l_step_optimization, evaluation_func)``; ``run()``.
 
     - ``l_step_optimization(model, lc_penalty, step)`` trains ``model`` on its loss + ``lc_penalty()``, where
-      ``lc_penalty()`` = Σ_tasks μ/2 ‖w − Δ(Θ) − λ/μ‖² (a differentiable scalar on the weights' device) and
+      ``lc_penalty()`` = Σ_tasks μ/2 ‖w − Δ(Θ) − λ/μ‖² (a differentiable scalar on the weights' device; or call
+      ``lc_penalty.add_grad_()`` after ``loss.backward()`` to add its gradient directly, see :class:`Penalty`) and
       ``step`` is the index of μ in ``mu_schedule``. If it has ``state_dict``/``load_state_dict`` (e.g. it keeps
       an optimizer across steps), that state is checkpointed too.
     - ``evaluation_func(model)`` is called after every step with Δ(Θ) in the model; its result is recorded.
@@ -156,12 +157,9 @@ class Algorithm:
                                       if self.checkpoint_path else ""))
         return ws
 
-    def _penalty(self, mu: float) -> Callable[[], torch.Tensor]:
+    def _penalty(self, mu: float) -> "Penalty":
         params = list(self._named_params())
-        targets = [(p, self._delta[n] + self._lam[n] / mu) for n, p in params]       # Δ(Θ) + λ/μ, fixed
-        def lc_penalty() -> torch.Tensor:
-            return mu / 2 * sum(((p - target) ** 2).sum() for p, target in targets)  # μ/2 ‖w − Δ(Θ) − λ/μ‖²
-        return lc_penalty
+        return Penalty(mu, [(p, self._delta[n] + self._lam[n] / mu) for n, p in params])   # Δ(Θ) + λ/μ, fixed
 
     # ----------------------------------------------------------------------------------------- records
     def _record(self, step: int, mu: float, l_time: float, c_time: float) -> None:
@@ -261,6 +259,26 @@ class Algorithm:
 def _info(state: State) -> dict:
     """What a C step chose (its meta), with the parts' of an additive combination under ``"parts"``."""
     return {**state.meta, "parts": [_info(p) for p in state.parts]} if state.parts else dict(state.meta)
+
+
+class Penalty:
+    """The ``lc_penalty`` given to the L step: ``lc_penalty()`` is μ/2 Σ‖w − Δ(Θ) − λ/μ‖², a differentiable scalar;
+    ``lc_penalty.add_grad_()`` adds its gradient μ(w − Δ(Θ) − λ/μ) to each weight's ``.grad`` in place, without an
+    autograd graph — the same step, cheaper: ``loss.backward(); lc_penalty.add_grad_(); optimizer.step()``."""
+
+    def __init__(self, mu: float, targets: list[tuple[torch.nn.Parameter, torch.Tensor]]):
+        self.mu, self.targets = mu, targets
+
+    def __call__(self) -> torch.Tensor:
+        return self.mu / 2 * sum(((p - t) ** 2).sum() for p, t in self.targets)  # μ/2 ‖w − Δ(Θ) − λ/μ‖²
+
+    @torch.no_grad()
+    def add_grad_(self) -> None:
+        for p, t in self.targets:
+            if p.grad is None:
+                p.grad = self.mu * (p - t)
+            else:
+                p.grad.add_(p - t, alpha=self.mu)                                 # ∇ = μ(w − Δ(Θ) − λ/μ)
 
 
 def _plain(x):

@@ -4,6 +4,10 @@ from ._base import Compression, State
 from .additive import Additive
 from .lowrank import LowRank, RankBudget, RankSelection
 from .pruning import ConstraintL0Pruning, ConstraintL1Pruning, PenaltyL0Pruning, PenaltyL1Pruning
+from .quantization import (AdaptiveQuantization, AffineQuantization, BinaryQuantization, ScaledBinaryQuantization,
+                           ScaledTernaryQuantization)
 
 __all__ = ["Compression", "State", "Additive", "LowRank", "RankSelection", "RankBudget",
-           "ConstraintL0Pruning", "ConstraintL1Pruning", "PenaltyL0Pruning", "PenaltyL1Pruning"]
+           "ConstraintL0Pruning", "ConstraintL1Pruning", "PenaltyL0Pruning", "PenaltyL1Pruning",
+           "AdaptiveQuantization", "BinaryQuantization", "ScaledBinaryQuantization", "ScaledTernaryQuantization",
+           "AffineQuantization"]

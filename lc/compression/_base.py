@@ -15,7 +15,8 @@ class State:
 
     ``bits`` is the nominal storage of Θ (what a compact file needs, before any fixed header).
     ``meta["encoding"]`` says how each tensor is stored, so that the artifact writer needs no knowledge of the
-    compression: ``"f32"`` (float32 values), ``"uint:b"`` (unsigned integer codes packed at b bits each),
+    compression: ``"f32"`` (float32 values), ``"uint:b"`` (unsigned integer codes packed at b bits each, 0 ≤ b ≤ 32;
+    ``"uint:0"`` stores nothing: every code is 0, as for a one-entry codebook),
     ``"positions"`` (sorted positions in a flat tensor of ``prod(meta["shape"])`` entries, coded as
     ``meta["coding"]`` = ``"bitmap"`` or ``"gap"`` with ``meta["width"]`` bits, see ``_coding``). ``parts`` holds
     the states of the parts of an additive combination (empty otherwise). States are never mutated: a C step

@@ -43,6 +43,35 @@ def rank_at_most(r):
     return lambda x: int(torch.linalg.matrix_rank(x)) <= r
 
 
+def distinct_at_most(k):
+    return lambda x: x.unique().numel() <= k
+
+
+def values_in(*allowed):
+    return lambda x: bool(torch.isin(x, torch.tensor(allowed, dtype=x.dtype, device=x.device)).all())
+
+
+def symmetric_levels(with_zero):
+    """At most {−a, +a} (or {−a, 0, +a}) for one a ≥ 0."""
+    def ok(x):
+        a = x.abs().max()
+        allowed = torch.stack([-a, a] + ([torch.zeros_like(a)] if with_zero else []))
+        return bool(torch.isin(x, allowed).all()) and (with_zero or not bool((x == 0).any()) or float(a) == 0)
+    return ok
+
+
+def on_affine_grid(bits, per_channel=False):
+    """Each row (or the whole tensor) lies on {S·(q − Z)}: a uniform lattice through 0 of at most 2^bits levels."""
+    def row_ok(r):
+        v = torch.unique(torch.cat([r.reshape(-1).double(), r.new_zeros(1, dtype=torch.float64)]))
+        if v.numel() == 1:
+            return True
+        step = torch.diff(v).min()
+        k = v / step
+        return bool((k - k.round()).abs().max() < 1e-3) and int(k.round().max() - k.round().min()) <= 2 ** bits - 1
+    return lambda x: all(row_ok(r) for r in (x.reshape(x.shape[0], -1) if per_channel else x.reshape(1, -1)))
+
+
 CASES = [
     Case(lc.ConstraintL0Pruning(kappa=7), (50,), nnz_at_most(7)),
     Case(lc.ConstraintL0Pruning(kappa=0), (12, 5), nnz_at_most(0)),
@@ -56,4 +85,17 @@ CASES = [
     # α·mn > μ/2‖w‖² (≈ 48 here): dense is worse than rank 0, so a rank < mn/(m+n) is chosen
     Case(lc.RankSelection(alpha=0.6), (12, 8), rank_at_most(4)),
     Case(lc.RankSelection(budget=lc.RankBudget(ratio=4.0)), (12, 8), rank_at_most(1)),  # r·20 ≤ 96/4
+    Case(lc.AdaptiveQuantization(k=4), (50,), distinct_at_most(4)),
+    Case(lc.AdaptiveQuantization(k=2), (12, 5), distinct_at_most(2)),
+    Case(lc.AdaptiveQuantization(k=1), (20,), distinct_at_most(1)),
+    Case(lc.AdaptiveQuantization(k=64), (30,), distinct_at_most(64)),
+    Case(lc.AdaptiveQuantization(k=5, exact=True), (7, 9), distinct_at_most(5)),
+    Case(lc.BinaryQuantization(), (40,), values_in(-1.0, 1.0)),
+    Case(lc.ScaledBinaryQuantization(), (10, 6), symmetric_levels(with_zero=False)),
+    Case(lc.ScaledTernaryQuantization(), (50,), symmetric_levels(with_zero=True)),
+    Case(lc.AffineQuantization(bits=4), (50,), on_affine_grid(4)),
+    Case(lc.AffineQuantization(bits=2, symmetric=False), (40,), on_affine_grid(2)),
+    Case(lc.AffineQuantization(bits=8, per_channel=True), (6, 40), on_affine_grid(8, per_channel=True)),
+    Case(lc.AffineQuantization(bits=3, symmetric=False, per_channel=True), (12, 20),
+         on_affine_grid(3, per_channel=True)),
 ]

@@ -26,6 +26,9 @@ PARTS = {
     "three parts": [(lc.AsIs(), lc.LowRank(1)), (lc.AsVector(), lc.ConstraintL0Pruning(kappa=20)),
                     (lc.AsIs(), lc.LowRank(2))],
     "l1 ball + lowrank": [(lc.AsVector(), lc.ConstraintL1Pruning(kappa=5.0)), (lc.AsIs(), lc.LowRank(3))],
+    # the LC papers' pruning + binarization-like mix: a sparse correction on top of a 2-value codebook
+    "sparse + k=2 quantization": [(lc.AsVector(), lc.ConstraintL0Pruning(kappa=30)),
+                                  (lc.AsVector(), lc.AdaptiveQuantization(k=2))],
 }
 
 

@@ -1,0 +1,309 @@
+"""The image-classification adapter: a reference model (trained once, cached on disk), one L step with one fixed set
+of hyperparameters per task, an evaluation, and the helpers that build ``compression_tasks`` and count FLOPs.
+
+    import math, lc
+    from tasks.classification import Classification, TaskConfig, compression_tasks
+
+    task = Classification(TaskConfig(dataset="mnist", model="lenet300", data_dir="/data/mnist"))
+    net = task.reference(cache_dir=".cache/references")          # trained, or loaded from the cache
+    algorithm = lc.Algorithm(net, compression_tasks(net, lambda shapes: (lc.AsVector, lc.ConstraintL0Pruning(
+                                 kappa=round(0.05 * sum(math.prod(s) for s in shapes)))), joint=True),
+                             lc.geometric_mu(9e-5, 1.1, 40), task.l_step(), task.evaluate)
+
+The L step knows nothing of the compression: every scheme on a task is trained with the same hyperparameters.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+import lc
+from lc import CompressionError
+
+from .data import Dataset, load
+from .models import make_model
+
+__all__ = ["TaskConfig", "Classification", "LStep", "compression_tasks", "weight_names", "flops"]
+
+log = logging.getLogger(__name__)
+
+
+def _field(default, help: str):
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """One classification task: data, model, and the hyperparameters of its reference training and its L step
+    (the same for every compression scheme). Each field's ``metadata["help"]`` documents it."""
+
+    dataset: str = _field("digits", "dataset: digits (embedded) | mnist | cifar10")
+    model: str = _field("lenet300", "model: lenet300 | lenet5 | resnet20 | resnet32 | resnet56 | resnet110 | vgg16")
+    data_dir: str | None = _field(None, "directory of the dataset's files (default: $LC_DATA_DIR); not in any key")
+    seed: int = _field(0, "seed of the model's initialisation and of the reference's batch order")
+    batch_size: int = _field(128, "minibatch size (reference and L step)")
+    augment: bool = _field(False, "random 4-pixel shifts and horizontal flips of training images (CIFAR)")
+    ref_epochs: int = _field(30, "reference training: epochs of SGD with Nesterov momentum")
+    ref_lr: float = _field(0.1, "reference training: initial learning rate")
+    ref_lr_decay: float = _field(0.95, "reference training: learning rate × this after every epoch")
+    weight_decay: float = _field(0.0, "reference training: weight decay (the L step has none)")
+    momentum: float = _field(0.9, "Nesterov momentum (reference and L step)")
+    lr: float = _field(0.1, "L step: learning rate in LC step 0")
+    lr_decay: float = _field(0.98, "L step: learning rate × this after every LC step (lr · lr_decay^j)")
+    epochs_per_step: int = _field(2, "L step: epochs per LC step")
+    first_step_epochs: int | None = _field(None, "L step: epochs of the first LC step (default: epochs_per_step)")
+    distill: float = _field(0.0, "L step: weight β of the distillation term, (1−β)·CE + β·T²·KL; 0: none")
+    temperature: float = _field(4.0, "L step: softmax temperature T of the distillation term")
+    device: str = _field("cpu", "torch device of data, model and C steps; not in any key")
+
+    def check(self) -> None:
+        positive = {"batch_size": self.batch_size, "ref_lr": self.ref_lr, "lr": self.lr,
+                    "epochs_per_step": self.epochs_per_step, "temperature": self.temperature}
+        for name, v in positive.items():
+            if not v > 0:
+                raise CompressionError(f"TaskConfig.{name}={v!r} must be > 0")
+        if self.ref_epochs < 0:
+            raise CompressionError(f"TaskConfig.ref_epochs={self.ref_epochs!r} must be ≥ 0")
+        if not 0 <= self.distill <= 1:
+            raise CompressionError(f"TaskConfig.distill={self.distill!r} is the weight of the distillation term "
+                                   "in (1 − β)·cross-entropy + β·distillation; it must lie in [0, 1]")
+
+    def reference_fields(self) -> dict:
+        """What determines the reference model (the L step's and placement fields do not)."""
+        keep = ("dataset", "model", "seed", "batch_size", "augment", "ref_epochs", "ref_lr", "ref_lr_decay",
+                "weight_decay", "momentum")
+        return {k: getattr(self, k) for k in keep}
+
+
+def _augment(x: torch.Tensor) -> torch.Tensor:
+    """Random shifts of up to 4 pixels (zero padding) and horizontal flips, per image."""
+    n, c, h, w = x.shape
+    x = torch.where((torch.rand(n, device=x.device) < 0.5)[:, None, None, None], x.flip(3), x)
+    padded = F.pad(x, (4, 4, 4, 4))
+    i, j = torch.randint(0, 9, (2, n), device=x.device)
+    rows = (i[:, None] + torch.arange(h, device=x.device))[:, None, :, None]
+    cols = (j[:, None] + torch.arange(w, device=x.device))[:, None, None, :]
+    return padded[torch.arange(n, device=x.device)[:, None, None, None],
+                  torch.arange(c, device=x.device)[None, :, None, None], rows, cols]
+
+
+def _distillation(logits: torch.Tensor, teacher_logits: torch.Tensor, t: float) -> torch.Tensor:
+    """T² · KL(softmax(teacher/T) ‖ softmax(student/T)), averaged over the batch (Hinton et al., 2015)."""
+    return t * t * F.kl_div(F.log_softmax(logits / t, 1), F.log_softmax(teacher_logits / t, 1),
+                            reduction="batchmean", log_target=True)
+
+
+class Classification:
+    """The adapter: ``reference()``, ``l_step()``, ``evaluate(model)``, ``train_epoch(...)``."""
+
+    def __init__(self, config: TaskConfig = TaskConfig(), data: Dataset | None = None):
+        config.check()
+        self.config = config
+        self.data = data if data is not None else load(config.dataset, config.data_dir)
+        self.device = torch.device(config.device)
+        self._xtr, self._ytr = self.data.x_train.to(self.device), self.data.y_train.to(self.device)
+        self._xte, self._yte = self.data.x_test.to(self.device), self.data.y_test.to(self.device)
+
+    def make_model(self) -> nn.Module:
+        return make_model(self.config.model, self.data.input_shape, self.data.num_classes,
+                          seed=self.config.seed).to(self.device)
+
+    # ------------------------------------------------------------------------------------------ training
+    def train_epoch(self, model: nn.Module, optimizer: torch.optim.Optimizer,
+                    penalty: Callable[[], torch.Tensor] | None = None, teacher: nn.Module | None = None) -> float:
+        """One pass over the training set minimising loss (+ ``penalty()``); returns the mean loss (without the
+        penalty). lc's penalty adds its gradient directly (``add_grad_``), which is cheaper than autograd."""
+        c = self.config
+        add_grad = getattr(penalty, "add_grad_", None)
+        model.train()
+        total, n = 0.0, 0
+        for idx in torch.randperm(len(self._ytr), device=self.device).split(c.batch_size):
+            x, y = self._xtr[idx], self._ytr[idx]
+            if c.augment:
+                x = _augment(x)
+            optimizer.zero_grad(set_to_none=True)
+            logits = model(x)
+            loss = F.cross_entropy(logits, y)
+            if teacher is not None and c.distill > 0:
+                with torch.no_grad():
+                    target = teacher(x)
+                loss = (1 - c.distill) * loss + c.distill * _distillation(logits, target, c.temperature)
+            if penalty is None or add_grad is not None:
+                loss.backward()
+            else:
+                (loss + penalty()).backward()
+            if add_grad is not None:
+                add_grad()                        # + ∇ μ/2‖w − Δ(Θ) − λ/μ‖², without an autograd graph
+            optimizer.step()
+            total, n = total + float(loss.detach()) * len(y), n + len(y)
+        return total / n
+
+    def optimizer(self, model: nn.Module, lr: float, weight_decay: float = 0.0) -> torch.optim.Optimizer:
+        return torch.optim.SGD(model.parameters(), lr=lr, momentum=self.config.momentum, nesterov=True,
+                               weight_decay=weight_decay)
+
+    def l_step(self, teacher: nn.Module | None = None) -> "LStep":
+        """The L step of this task (``l_step_optimization`` of :class:`lc.Algorithm`); with ``distill`` > 0 in
+        the config, ``teacher`` (a copy of the reference, taken now) gives the distillation targets."""
+        if self.config.distill > 0:
+            if teacher is None:
+                raise CompressionError("TaskConfig.distill > 0 needs the reference model as teacher: "
+                                       "task.l_step(teacher=reference)")
+            teacher = copy.deepcopy(teacher).eval().requires_grad_(False)
+        return LStep(self, teacher if self.config.distill > 0 else None)
+
+    # ------------------------------------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, split: str = "test") -> dict[str, float]:
+        """``{"error": fraction misclassified, "loss": mean cross-entropy}`` on the test (or train) set."""
+        x, y = (self._xte, self._yte) if split == "test" else (self._xtr, self._ytr)
+        was_training = model.training
+        model.eval()
+        wrong, loss = 0, 0.0
+        for i in range(0, len(y), 1000):
+            logits = model(x[i:i + 1000])
+            wrong += int((logits.argmax(1) != y[i:i + 1000]).sum())
+            loss += float(F.cross_entropy(logits, y[i:i + 1000], reduction="sum"))
+        model.train(was_training)
+        return {"error": wrong / len(y), "loss": loss / len(y)}
+
+    # ------------------------------------------------------------------------------------------ reference
+    def reference_key(self) -> str:
+        """sha256 of the reference's full training config and of the data's tensors."""
+        spec = {**self.config.reference_fields(), "data": self.data.fingerprint(),
+                "input_shape": list(self.data.input_shape)}
+        return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
+
+    def reference(self, cache_dir: str | Path | None = None, on_epoch: Callable | None = None) -> nn.Module:
+        """The reference model w̄: loaded from ``cache_dir`` if a model of the same key is there, else trained
+        (``ref_epochs`` epochs of SGD) and saved there. A cached file is never overwritten."""
+        key = self.reference_key()
+        path = Path(cache_dir) / f"{self.config.dataset}-{self.config.model}-{key[:16]}.pt" if cache_dir else None
+        model = self.make_model()
+        if path is not None and path.exists():
+            saved = torch.load(path, map_location=self.device, weights_only=True)
+            if saved.get("key") != key:
+                raise CompressionError(f"{path} holds a reference of another config (its key differs); move it "
+                                       "away, or give another cache_dir")
+            model.load_state_dict(saved["model"])
+            log.info("reference loaded from %s (test error %.4f)", path, saved["evaluation"]["error"])
+            return model
+        c = self.config
+        torch.manual_seed(c.seed)
+        t = time.perf_counter()
+        opt = self.optimizer(model, c.ref_lr, c.weight_decay)
+        for epoch in range(c.ref_epochs):
+            lr = c.ref_lr * c.ref_lr_decay ** epoch
+            for group in opt.param_groups:
+                group["lr"] = lr
+            loss = self.train_epoch(model, opt)
+            log.debug("reference epoch %d lr %.4g loss %.4f", epoch, lr, loss)
+            if on_epoch is not None:
+                on_epoch(epoch, loss)
+        evaluation = self.evaluate(model)
+        log.info("reference trained in %.1fs: test error %.4f", time.perf_counter() - t, evaluation["error"])
+        if path is not None:
+            _save_new({"key": key, "config": c.reference_fields(), "split": self.data.split,
+                       "evaluation": evaluation, "model": model.state_dict()}, path)
+        return model
+
+
+def _save_new(obj, path: Path) -> None:
+    """Write ``obj`` to ``path`` atomically, never replacing an existing file (another process may have won)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.link(tmp, path)                # fails if path exists: never overwritten
+    except FileExistsError:
+        log.warning("%s appeared while training; kept the existing file", path)
+    finally:
+        os.unlink(tmp)
+
+
+class LStep:
+    """``l_step_optimization(model, lc_penalty, j)``: ``epochs_per_step`` epochs (``first_step_epochs`` in step
+    0) of SGD with Nesterov momentum at lr·lr_decay^j on cross-entropy (+ distillation) + ``lc_penalty()``.
+    A fresh optimizer per LC step, as in the LC papers."""
+
+    def __init__(self, task: Classification, teacher: nn.Module | None = None):
+        self.task, self.teacher = task, teacher
+        self.losses: list[float] = []
+
+    def __call__(self, model: nn.Module, lc_penalty: Callable[[], torch.Tensor], step: int) -> None:
+        c = self.task.config
+        epochs = c.first_step_epochs if (step == 0 and c.first_step_epochs) else c.epochs_per_step
+        opt = self.task.optimizer(model, c.lr * c.lr_decay ** step)
+        for _ in range(epochs):
+            self.losses.append(self.task.train_epoch(model, opt, lc_penalty, self.teacher))
+
+
+# ---------------------------------------------------------------------------------------------- schemes
+def weight_names(model: nn.Module) -> list[str]:
+    """Names of the weights of every linear and convolutional layer (not biases, not batch norm), in order."""
+    return [f"{m}.weight" for m, mod in model.named_modules()
+            if isinstance(mod, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d))]
+
+
+def compression_tasks(model: nn.Module, make: Callable[[list[torch.Size]], object], *, joint: bool = False,
+                      names: list[str] | None = None) -> dict:
+    """``compression_tasks`` for ``model``: ``make(shapes)`` gives the value — a ``(View, Compression)`` pair or a
+    list of them — for a task over tensors of those shapes. ``joint=False``: every weight its own task (its own
+    codebook, rank, budget); ``joint=True``: one task over all of them (one shared codebook or budget).
+    ``names`` defaults to :func:`weight_names` (all linear and convolutional weights)."""
+    names = names if names is not None else weight_names(model)
+    if not names:
+        raise CompressionError(f"{type(model).__name__} has no linear or convolutional weights to compress")
+    params = dict(model.named_parameters())
+    missing = [n for n in names if n not in params]
+    if missing:
+        raise CompressionError(f"compression_tasks: the model has no parameters {missing}")
+    if joint:
+        return {lc.Param(list(names)): make([params[n].shape for n in names])}
+    return {lc.Param(n): make([params[n].shape]) for n in names}
+
+
+# ---------------------------------------------------------------------------------------------- FLOPs
+@torch.no_grad()
+def flops(model: nn.Module, input_shape) -> int:
+    """Multiply-adds of one forward pass through the linear and convolutional layers, as the current weights
+    allow: each weight matrix W (m × n; a kernel as (out) × (in·k·k)) costs the cheaper of its nonzeros and of its
+    rank-r factorisation r(m + n), times its output positions. Biases, batch norm and activations are not
+    counted. On a dense full-rank model this is the usual dense count."""
+    total = 0
+
+    def hook(mod, inputs, out):
+        nonlocal total
+        w = mod.weight.detach()
+        mat = w.reshape(w.shape[0], -1)
+        m, n = mat.shape
+        rank = int(torch.linalg.matrix_rank(mat.float())) if mat.abs().sum() > 0 else 0
+        per_position = min(int(torch.count_nonzero(mat)), rank * (m + n))
+        positions = out[0].numel() // out.shape[1] if out.dim() > 2 else 1
+        total += per_position * positions
+
+    handles = [m.register_forward_hook(hook) for m in model.modules()
+               if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d))]
+    was_training = model.training
+    model.eval()
+    try:
+        p = next(model.parameters())
+        model(torch.zeros(1, *input_shape, device=p.device, dtype=p.dtype))
+    finally:
+        model.train(was_training)
+        for h in handles:
+            h.remove()
+    return total

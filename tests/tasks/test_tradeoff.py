@@ -1,0 +1,138 @@
+"""The main job end to end on digits: 2 runs of a few LC steps, resume, refusal to overwrite, config files."""
+import csv
+import json
+
+import pytest
+
+import lc
+from experiments import tradeoff
+from experiments.families import FAMILIES
+from tasks.classification import Classification, TaskConfig
+
+TINY = ["--families", "pruning", "--values", "pruning=0.05,0.2", "--steps", "2", "--ref-epochs", "2",
+        "--epochs-per-step", "1", "--no-progress"]
+
+
+def run(tmp_path, *extra):
+    argv = [*TINY, "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache"), *extra]
+    return tradeoff.run_sweep(tradeoff.load_config(argv))
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("sweep")
+    return tmp, run(tmp)
+
+
+def test_writes_rows_csv_jsonl_and_png(swept):
+    tmp, rows = swept
+    out = tmp / "out"
+    assert len(rows) == 2 and {r["value"] for r in rows} == {0.05, 0.2}
+    jsonl = [json.loads(line) for line in (out / "rows.jsonl").read_text().splitlines()]
+    table = list(csv.DictReader(open(out / "rows.csv")))
+    assert jsonl == rows and [r["run_id"] for r in table] == [r["run_id"] for r in rows]
+    assert list(table[0]) == list(tradeoff.COLUMNS)
+    assert (out / "tradeoff.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    weights = 64 * 300 + 300 * 100 + 100 * 10
+    for r in rows:
+        kept = round(r["value"] * weights)
+        # nominal ratio over every parameter: the 410 biases stay float32
+        assert r["ratio"] == pytest.approx(32 * (weights + 410) / (r["bits"] + 32 * 410))
+        assert r["bits"] >= 32 * kept
+        assert r["flops"] <= kept and r["reference_flops"] == weights
+        assert 0 <= r["test_error"] < (0.15 if r["value"] == 0.2 else 0.9) and r["steps"] == 2 and r["seed"] == 0
+        assert r["split"].startswith("1257/540") and r["task"] == "digits/lenet300"
+        assert r["parameter"] == "kept fraction" and "ConstraintL0Pruning" in r["scheme"]
+        # the compressed model on disk: its size gives the realised ratio, and it loads back to the same error
+        path = out / "artifacts" / f"{r['run_id']}.lc"
+        assert path.stat().st_size == r["file_bytes"] >= r["bits"] / 8
+        assert r["realised_ratio"] == pytest.approx(4 * (weights + 410) / r["file_bytes"])
+        assert r["ratio"] * 0.8 < r["realised_ratio"] < r["ratio"]      # header and rounding: within 20% here
+        task = Classification(TaskConfig(ref_epochs=2, epochs_per_step=1))
+        net = task.make_model()
+        lc.load(path, net)
+        assert task.evaluate(net)["error"] == r["test_error"]
+
+
+def test_resume_skips_finished_runs_and_extends(swept, monkeypatch):
+    tmp, rows = swept
+    calls = []
+    real = tradeoff._one_run
+    monkeypatch.setattr(tradeoff, "_one_run", lambda *a: calls.append(a[4]) or real(*a))
+    again = run(tmp, "--values", "pruning=0.05,0.2,0.1")
+    assert calls == [0.1]                                     # only the new value ran
+    assert again[:2] == rows and len(again) == 3
+    assert len((tmp / "out" / "rows.jsonl").read_text().splitlines()) == 3
+
+
+def test_resume_continues_an_interrupted_run(tmp_path, monkeypatch):
+    def stop_after_step_1(algorithm, record):
+        if record.step == 2:               # killed before step 2 is checkpointed: step 1 is the last on disk
+            raise KeyboardInterrupt
+    real = lc.Algorithm
+    monkeypatch.setattr(tradeoff.lc, "Algorithm",
+                        lambda *a, callbacks=(), **k: real(*a, callbacks=[*callbacks, stop_after_step_1], **k))
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path, "--values", "pruning=0.05")
+    (ck,) = (tmp_path / "out" / "checkpoints").iterdir()
+    monkeypatch.setattr(tradeoff.lc, "Algorithm", real)
+    steps = []
+    monkeypatch.setattr(tradeoff.Classification, "l_step",
+                        lambda self, teacher=None: lambda model, pen, j: steps.append(j))
+    rows = run(tmp_path, "--values", "pruning=0.05")
+    assert steps == [1] and rows[0]["steps"] == 2            # only the second L step ran after the resume
+    assert not ck.exists()                                    # the checkpoint goes once the row is written
+
+
+def test_refuses_to_overwrite_other_results(swept):
+    tmp, rows = swept
+    before = (tmp / "out" / "rows.jsonl").read_bytes()
+    with pytest.raises(lc.CompressionError, match="--overwrite"):
+        run(tmp, "--steps", "3")
+    assert (tmp / "out" / "rows.jsonl").read_bytes() == before
+    assert tradeoff.main([*TINY, "--out", str(tmp / "out"), "--steps", "3"]) == 2
+
+
+def test_overwrite_discards_results_of_another_config(tmp_path):
+    run(tmp_path, "--values", "pruning=0.2")
+    rows = run(tmp_path, "--values", "pruning=0.2", "--steps", "1", "--overwrite")
+    assert len(rows) == 1 and rows[0]["steps"] == 1
+
+
+def test_config_files_toml_and_json(tmp_path):
+    (tmp_path / "c.toml").write_text('steps = 7\nfamilies = ["pruning"]\n[values]\npruning = [0.1]\n'
+                                     '[task]\nlr = 0.05\nbatch_size = 32\n')
+    c = tradeoff.load_config(["--config", str(tmp_path / "c.toml"), "--lr", "0.02", "--family-mu0", "rank=0.25"])
+    assert c.mu0_of(FAMILIES["rank"]) == 0.25 and c.mu0_of(FAMILIES["pruning"]) == c.mu0
+    assert tradeoff.Config().mu0_of(FAMILIES["rank"]) == FAMILIES["rank"].mu0 != tradeoff.Config().mu0
+    assert (c.steps, c.families, c.values, c.task.lr, c.task.batch_size) == (7, ["pruning"], {"pruning": [0.1]},
+                                                                             0.02, 32)
+    (tmp_path / "c.json").write_text(json.dumps({"mu0": 0.5, "task": {"model": "lenet5"}}))
+    c = tradeoff.load_config(["--config", str(tmp_path / "c.json")])
+    assert c.mu0 == 0.5 and c.task.model == "lenet5" and c.steps == tradeoff.Config().steps
+    (tmp_path / "bad.toml").write_text("stepz = 3\n[task]\nlrr = 1\n")
+    with pytest.raises(lc.CompressionError, match=r"\['stepz', 'task.lrr'\]"):
+        tradeoff.load_config(["--config", str(tmp_path / "bad.toml")])
+    with pytest.raises(lc.CompressionError, match="unknown families"):
+        tradeoff._families(tradeoff.load_config(["--families", "pruning", "hashing"]))
+
+
+def test_every_shipped_config_loads():
+    from pathlib import Path
+    configs = sorted(Path("experiments/configs").glob("*.toml"))
+    assert len(configs) >= 6
+    for path in configs:
+        c = tradeoff.load_config(["--config", str(path)])
+        assert set(c.families) <= set(FAMILIES) and set(c.values) <= set(FAMILIES)
+
+
+def test_a_family_may_leave_layers_out(tmp_path, monkeypatch):
+    import dataclasses
+
+    from tasks.classification import weight_names
+    fam = dataclasses.replace(FAMILIES["pruning"], names=lambda m: weight_names(m)[:-1])
+    monkeypatch.setitem(FAMILIES, "pruning", fam)
+    (row,) = run(tmp_path, "--values", "pruning=0.05", "--steps", "1")
+    kept = round(0.05 * (64 * 300 + 300 * 100))                   # fc3 (100 × 10) stays float32
+    assert row["ratio"] == pytest.approx(32 * 50610 / (row["bits"] + 32 * (1000 + 410)))
+    assert row["bits"] >= 32 * kept
