@@ -50,47 +50,10 @@ class Scheme:
         return all(hasattr(lc, r) for r in self.requires)
 
 
-def _adaptive_quantization(k: int):
-    """lc.AdaptiveQuantization(k) once it lands; until then the stand-in below (TODO: remove it then)."""
-    return lc.AdaptiveQuantization(k=k) if hasattr(lc, "AdaptiveQuantization") else _LloydQuantization(k)
-
-
-@dataclass(frozen=True)
-class _LloydQuantization(lc.Compression):
-    """TEMPORARY stand-in for lc.AdaptiveQuantization, used only while that is missing from lc.
-
-    min_{C, z} ‖w − C[z]‖² over k codebook values C and assignments z: Lloyd's algorithm (a local optimum,
-    not the exact 1-D k-means), from quantile centroids or warm-started from the previous codebook.
-    Bits: ⌈log₂ k⌉ per weight + 32 per codebook value. O(N k · iterations)."""
-
-    k: int
-    iterations: int = 50
-
-    def compress(self, w, mu, previous=None):
-        x = w.reshape(-1)
-        if previous is not None:
-            c = previous.tensors["codebook"].clone()
-        else:
-            c = torch.quantile(x, (torch.arange(self.k, dtype=x.dtype) + 0.5) / self.k)
-        for _ in range(self.iterations):
-            z = (x[:, None] - c[None, :]).abs().argmin(1)
-            new = torch.stack([x[z == j].mean() if (z == j).any() else c[j] for j in range(self.k)])
-            if torch.equal(new, c):
-                break
-            c = new
-        z = (x[:, None] - c[None, :]).abs().argmin(1)
-        b = max(1, math.ceil(math.log2(self.k)))
-        return lc.State({"codebook": c, "codes": z}, {"shape": list(w.shape), "encoding":
-                        {"codebook": "f32", "codes": f"uint:{b}"}}, bits=x.numel() * b + 32 * self.k)
-
-    def decompress(self, state):
-        return state.tensors["codebook"][state.tensors["codes"]].reshape(state.meta["shape"])
-
-
 def quantization(k: int) -> Scheme:
     """Each weight matrix its own adaptive codebook of k values (biases kept in float32)."""
-    return Scheme("quantization", k, lambda net: {Param(n): (AsVector, _adaptive_quantization(k))
-                                                  for n in weight_names(net)})
+    return Scheme("quantization", k, lambda net: {Param(n): (AsVector, lc.AdaptiveQuantization(k=k))
+                                                  for n in weight_names(net)}, ("AdaptiveQuantization",))
 
 
 def pruning(keep: float) -> Scheme:
@@ -116,10 +79,10 @@ def quant_plus_sparse(keep: float) -> Scheme:
     """Additive mix: each weight matrix quantized with k = 2 plus a sparse correction of a fraction of weights."""
     def tasks(net):
         params = dict(net.named_parameters())
-        return {Param(n): [(AsVector, _adaptive_quantization(2)),
+        return {Param(n): [(AsVector, lc.AdaptiveQuantization(k=2)),
                            (AsVector, lc.ConstraintL0Pruning(kappa=max(1, round(keep * params[n].numel()))))]
                 for n in weight_names(net)}
-    return Scheme("quant2+sparse", keep, tasks)
+    return Scheme("quant2+sparse", keep, tasks, ("AdaptiveQuantization",))
 
 
 def parse_scheme(text: str) -> Scheme:

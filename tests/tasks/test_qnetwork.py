@@ -145,3 +145,13 @@ def test_distillation_loss_splits_q_into_advantage_and_value():
     assert float(qn.distill_loss(q, q_ref, 1.0)) == pytest.approx(float(torch.nn.functional.mse_loss(q, q_ref)))
     shifted = q_ref + torch.arange(7.0)[:, None]          # same advantages, other state values
     assert float(qn.distill_loss(shifted, q_ref, 0.0)) == pytest.approx(0.0, abs=1e-10)
+
+
+def test_offline_lc_quantization_gives_at_most_k_values_per_layer(ref):
+    net = ref.network()
+    tasks = {lc.Param(n): (lc.AsVector, lc.AdaptiveQuantization(k=4)) for n in WEIGHTS}
+    history = lc.Algorithm(net, tasks, lc.geometric_mu(1e-2, 4.0, 3), qn.DistillLStep(ref.cfg, ref, seed=0)).run()
+    params = dict(net.named_parameters())
+    assert all(params[n].detach().unique().numel() <= 4 for n in WEIGHTS)
+    assert params["0.bias"].detach().unique().numel() > 4                  # biases are not compressed
+    assert history[-1].ratio > 10
