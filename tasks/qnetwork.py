@@ -104,8 +104,9 @@ def make_network(cfg: DQNConfig, hidden: tuple[int, ...] | None = None, seed: in
     env = gym.make(cfg.env_id)
     obs_dim, n_actions = env.observation_space.shape[0], int(env.action_space.n)
     env.close()
-    torch.manual_seed(cfg.seed if seed is None else seed)
-    return mlp(obs_dim, tuple(cfg.hidden if hidden is None else hidden), n_actions)
+    with torch.random.fork_rng():                   # leaves the caller's global torch RNG as it was
+        torch.manual_seed(cfg.seed if seed is None else seed)
+        return mlp(obs_dim, tuple(cfg.hidden if hidden is None else hidden), n_actions)
 
 
 @dataclass
