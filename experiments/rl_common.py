@@ -1,0 +1,153 @@
+"""Shared pieces of the Q-network study (``experiments/rl_*.py``): environments, compression schemes, one LC run.
+
+The schemes mirror the families of the classification sweep (a scheme = which weights, grouped how, compressed
+by what); a scheme whose compression this version of ``lc`` lacks is skipped with a message.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+import lc
+from lc import AsIs, AsVector, Param
+from tasks import qnetwork as qn
+
+ENVS = {"cartpole": qn.CartPoleConfig, "lunarlander": qn.LunarLanderConfig}
+
+
+def weight_names(net: torch.nn.Module) -> list[str]:
+    """The weight matrices of the MLP Q-network, input layer first ('0.weight', '2.weight', …)."""
+    return [n for n, p in net.named_parameters() if n.endswith("weight")]
+
+
+def _rank(fraction: float, shape) -> int:
+    """⌈fraction · min(m, n)⌉, at least 1 and below full rank (lc.LowRank refuses a rank that compresses nothing)."""
+    return min(max(1, math.ceil(fraction * min(shape))), min(shape) - 1)
+
+
+@dataclass(frozen=True)
+class Scheme:
+    """One point of a tradeoff curve: ``tasks(net)`` gives the compression_tasks (weights named by string)."""
+
+    family: str
+    value: float
+    tasks: Callable[[torch.nn.Module], dict]
+    requires: tuple[str, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return f"{self.family}={self.value:g}"
+
+    def available(self) -> bool:
+        return all(hasattr(lc, r) for r in self.requires)
+
+
+def quantization(k: int) -> Scheme:
+    """Each weight matrix its own adaptive codebook of k values (biases kept in float32)."""
+    return Scheme("quantization", k, lambda net: {Param(n): (AsVector, lc.AdaptiveQuantization(k=k))
+                                                  for n in weight_names(net)}, ("AdaptiveQuantization",))
+
+
+def pruning(keep: float) -> Scheme:
+    """ℓ0 constraint over all weights together: keep a fraction ``keep`` of them (the largest in LC's sense)."""
+    def tasks(net):
+        names = weight_names(net)
+        n = sum(dict(net.named_parameters())[m].numel() for m in names)
+        return {Param(names): (AsVector, lc.ConstraintL0Pruning(kappa=max(1, round(keep * n))))}
+    return Scheme("pruning", keep, tasks)
+
+
+def low_rank(fraction: float, layers: str = "hidden") -> Scheme:
+    """Each matrix at rank ⌈fraction · min(m, n)⌉; ``layers`` = "hidden" (hidden-to-hidden matrices only) or "all"."""
+    def tasks(net):
+        params = dict(net.named_parameters())
+        names = weight_names(net)
+        names = names if layers == "all" else names[1:-1]
+        return {Param(n): (AsIs, lc.LowRank(target_rank=_rank(fraction, params[n].shape))) for n in names}
+    return Scheme(f"low-rank-{layers}", fraction, tasks, ("LowRank",))
+
+
+def quant_plus_sparse(keep: float) -> Scheme:
+    """Additive mix: each weight matrix quantized with k = 2 plus a sparse correction of a fraction of weights."""
+    def tasks(net):
+        params = dict(net.named_parameters())
+        return {Param(n): [(AsVector, lc.AdaptiveQuantization(k=2)),
+                           (AsVector, lc.ConstraintL0Pruning(kappa=max(1, round(keep * params[n].numel()))))]
+                for n in weight_names(net)}
+    return Scheme("quant2+sparse", keep, tasks, ("AdaptiveQuantization",))
+
+
+def parse_scheme(text: str) -> Scheme:
+    """'quantization=4', 'pruning=0.1', 'low-rank-hidden=0.25', 'low-rank-all=0.5', 'quant2+sparse=0.02'."""
+    family, _, value = text.partition("=")
+    makers = {"quantization": lambda v: quantization(int(v)), "pruning": pruning,
+              "low-rank-hidden": lambda v: low_rank(v, "hidden"), "low-rank-all": lambda v: low_rank(v, "all"),
+              "quant2+sparse": quant_plus_sparse}
+    if family not in makers or not value:
+        raise lc.CompressionError(f"scheme {text!r}: write FAMILY=VALUE with FAMILY one of {sorted(makers)}")
+    return makers[family](float(value))
+
+
+def naive(ref: qn.Reference, scheme: Scheme) -> tuple[torch.nn.Module, float]:
+    """Direct (post-training) compression of the reference: Δ(Π(w̄)); returns the network and its ratio."""
+    net = ref.network()
+    return net, qn.project(net, scheme.tasks(net))
+
+
+def lc_run(ref: qn.Reference, scheme: Scheme, l_step: str, *, seed: int, mu0: float, multiplier: float,
+           steps: int, eval_episodes: int, callbacks=()) -> tuple[torch.nn.Module, list]:
+    """One LC run from the reference; ``l_step`` = "online" (continued double DQN) or "offline" (distillation).
+    The per-step evaluation uses the model-selection seeds, never the test seeds."""
+    net = ref.network()
+    torch.manual_seed(seed)
+    step = qn.OnlineLStep(ref.cfg, ref, seed=seed) if l_step == "online" else qn.DistillLStep(ref.cfg, ref, seed)
+    evaluate = lambda m: qn.evaluate(m, ref.cfg.env_id, eval_episodes, qn.SELECT_SEED0).mean   # noqa: E731
+    algorithm = lc.Algorithm(net, scheme.tasks(net), lc.geometric_mu(mu0, multiplier, steps), step, evaluate,
+                             callbacks=callbacks)
+    return net, algorithm.run()
+
+
+def common_args(ap) -> None:
+    ap.add_argument("--env", choices=sorted(ENVS), default="lunarlander")
+    ap.add_argument("--episodes", type=int, default=100, help="test episodes per evaluation (study: 100)")
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+
+
+def reference(env: str) -> qn.Reference:
+    torch.set_num_threads(1)
+    return qn.reference(ENVS[env]())
+
+
+def write_rows(rows: list[dict], out: Path) -> None:
+    """rows.csv and rows.jsonl in ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    with open(out / "rows.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, keys)
+        w.writeheader()
+        w.writerows(rows)
+    with open(out / "rows.jsonl", "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows)
+
+
+def read_rows(out: Path) -> list[dict]:
+    path = out / "rows.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def setup_logging(out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s",
+                        handlers=[logging.StreamHandler(), logging.FileHandler(out / "log.txt")])
+
+
+def config_row(cfg) -> dict:
+    return {"config": type(cfg).__name__, **{k: str(v) for k, v in dataclasses.asdict(cfg).items()}}

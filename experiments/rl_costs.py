@@ -1,0 +1,100 @@
+"""Study 4: return vs measured evaluation cost — wall time per transition, CPU time and peak RSS — of the
+networks of study 3 (``experiments.rl_tradeoff`` saves them in its nets/ folder).
+
+    python -m experiments.rl_costs [--tradeoff results/rl/tradeoff] [--episodes 100] [--out results/rl/costs]
+
+Each network is evaluated alone in a fresh Python process (so that its peak RSS belongs to that evaluation:
+interpreter + torch + gymnasium + network + episodes), the reference first and last. The networks are the dense
+Δ(Θ) as a float32 ``nn.Sequential``: compression changes their storage, not how they run, so differences in
+time and memory are expected to be noise — the study measures that. Timings are noisy on a shared machine: the
+columns ``*_vs_ref`` are ratios against the mean of the two reference runs of the same command.
+Writes rows.csv / rows.jsonl and costs.png.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+
+from tasks import qnetwork as qn  # noqa: E402
+
+from . import rl_common as rc  # noqa: E402
+
+
+def one(env: str, net_path: str, episodes: int) -> dict:
+    """Evaluate one saved network in this process (called in a child process)."""
+    torch.set_num_threads(1)
+    cfg = rc.ENVS[env]()
+    net = qn.make_network(cfg)
+    if net_path != "reference":
+        net.load_state_dict(torch.load(net_path, weights_only=True))
+    else:
+        net = qn.reference(cfg).network()
+    return qn.evaluate(net, cfg.env_id, episodes).as_dict()
+
+
+def measure(env: str, net_path: str, episodes: int) -> dict:
+    cmd = [sys.executable, "-m", "experiments.rl_costs", "--env", env, "--one", net_path,
+           "--episodes", str(episodes)]
+    res = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    rc.common_args(ap)
+    ap.add_argument("--tradeoff", default="results/rl/tradeoff", help="output folder of experiments.rl_tradeoff")
+    ap.add_argument("--one", help=argparse.SUPPRESS)
+    ap.add_argument("--out", default="results/rl/costs")
+    args = ap.parse_args(argv)
+    if args.one:
+        print(json.dumps(one(args.env, args.one, args.episodes)))
+        return
+    out = Path(args.out)
+    src = [r for r in rc.read_rows(Path(args.tradeoff)) if r.get("net")]
+    rows = []
+    refs = [measure(args.env, "reference", args.episodes)]
+    for r in src:
+        m = measure(args.env, str(Path(args.tradeoff) / r["net"]), args.episodes)
+        rows.append({"scheme": r["scheme"], "family": r["family"], "method": r["method"], "seed": r["seed"],
+                     "ratio": r["ratio"], **m})
+        print(f"{r['scheme']:22s} {r['method']:10s} {r['seed']}: return {m['mean']:8.1f}  "
+              f"{1e6 * m['time_per_transition']:.1f} us/step  RSS {m['peak_rss_mb']:.0f} MiB", flush=True)
+    refs.append(measure(args.env, "reference", args.episodes))
+    ref = {k: (refs[0][k] + refs[1][k]) / 2 for k in ("time_per_transition", "inference_time_per_transition",
+                                                       "peak_rss_mb", "cpu_time")}
+    rows = [{"scheme": "reference", "family": "reference", "method": "reference", "seed": i, "ratio": 1.0, **m}
+            for i, m in enumerate(refs)] + rows
+    for r in rows:
+        for k in ("time_per_transition", "inference_time_per_transition", "peak_rss_mb"):
+            r[f"{k}_vs_ref"] = r[k] / ref[k]
+    rc.write_rows(rows, out)
+    plot(rows, out / "costs.png")
+
+
+def plot(rows, path):
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True)
+    groups = {}
+    for r in rows:
+        groups.setdefault((r["family"], r["method"]), []).append(r)
+    for i, ((fam, method), rr) in enumerate(sorted(groups.items())):
+        kw = dict(marker="osv^<>Dp*h"[i % 10], linestyle="none", label=f"{fam} {method}", color=f"C{i % 10}")
+        axes[0].plot([1e6 * r["time_per_transition"] for r in rr], [r["mean"] for r in rr], **kw)
+        axes[1].plot([r["peak_rss_mb"] for r in rr], [r["mean"] for r in rr], **kw)
+    axes[0].set(xlabel="evaluation wall time per transition (µs, measured)", ylabel="return (test episodes)")
+    axes[1].set(xlabel="peak RSS of the evaluation process (MiB, measured)")
+    axes[1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,144 @@
+"""Study 3: return vs compression ratio of double-DQN Q-networks, LC (online and offline L steps) vs naive
+compression, mean ± std over seeds, for quantization (k = 2, 4, 16), pruning, low rank and an additive mix.
+
+    python -m experiments.rl_tradeoff                         # the study: LunarLander-v3, 3 seeds, 100 episodes
+    python -m experiments.rl_tradeoff --env cartpole --schemes pruning=0.2 --seeds 0 --steps 3 --episodes 5 \\
+        --out /tmp/rl_tradeoff                                # smoke test, about a minute
+
+A seed sets the L step's environment, exploration and minibatch streams (the reference is the same for all);
+naive compression is deterministic, so its spread over seeds is zero. Every run is tested on ``--episodes``
+episodes with the test seeds; during LC each step is evaluated on ``--eval-episodes`` episodes with the
+model-selection seeds. Finished runs are appended to rows.jsonl and skipped when the command is run again;
+compressed networks are saved in nets/ (for experiments.rl_costs). Writes rows.csv, rows.jsonl, tradeoff.png.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import json  # noqa: E402
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from tasks import qnetwork as qn  # noqa: E402
+
+from . import rl_common as rc  # noqa: E402
+
+SCHEMES = ("quantization=2", "quantization=4", "quantization=16", "pruning=0.1", "pruning=0.3", "pruning=0.5",
+           "low-rank-hidden=0.25", "low-rank-hidden=0.5", "quant2+sparse=0.05")
+METHODS = ("naive", "lc-online", "lc-offline")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    rc.common_args(ap)
+    ap.add_argument("--schemes", nargs="+", default=SCHEMES, help="FAMILY=VALUE, see rl_common.parse_scheme")
+    ap.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
+    ap.add_argument("--seeds", type=int, nargs="+", default=(0, 1, 2))
+    ap.add_argument("--steps", type=int, default=16, help="LC steps (length of the μ schedule)")
+    ap.add_argument("--mu0", type=float, default=1e-3)
+    ap.add_argument("--multiplier", type=float, default=1.5)
+    ap.add_argument("--eval-episodes", type=int, default=10, help="episodes of the per-step LC evaluation")
+    ap.add_argument("--out", default="results/rl/tradeoff")
+    ap.add_argument("--plot-only", action="store_true", help="only redraw tradeoff.png from --out's rows")
+    args = ap.parse_args(argv)
+    out = Path(args.out)
+    if args.plot_only:
+        return plot(rc.read_rows(out), out / "tradeoff.png")
+    rc.setup_logging(out)
+    torch.set_num_threads(args.threads)
+    ref = rc.reference(args.env)
+    rows = rc.read_rows(out)
+    done = {(r["scheme"], r["method"], r["seed"]) for r in rows}
+    ref_row = next((r for r in rows if r["method"] == "reference"), None)
+    if ref_row is None:
+        ev = qn.evaluate(ref.network(), ref.cfg.env_id, args.episodes)
+        ref_row = {"env": ref.cfg.env_id, "scheme": "reference", "family": "reference", "value": 0,
+                   "method": "reference", "seed": 0, "ratio": 1.0, **_ev(ev), "seconds": 0.0}
+        rows.append(ref_row)
+        print(f"reference: {ev.mean:.1f} ± {ev.std:.1f}")
+    (out / "nets").mkdir(parents=True, exist_ok=True)
+    for text in args.schemes:
+        scheme = rc.parse_scheme(text)
+        if not scheme.available():
+            print(f"skipped {text}: this lc lacks {scheme.requires}")
+            continue
+        for method in args.methods:
+            for seed in (args.seeds if method != "naive" else args.seeds[:1]):
+                if (scheme.name, method, seed) in done:
+                    continue
+                t0 = time.perf_counter()
+                if method == "naive":
+                    net, ratio = rc.naive(ref, scheme)
+                    lc_info = {}
+                else:
+                    net, history = rc.lc_run(ref, scheme, method.removeprefix("lc-"), seed=seed, mu0=args.mu0,
+                                             multiplier=args.multiplier, steps=args.steps,
+                                             eval_episodes=args.eval_episodes)
+                    ratio = history[-1].ratio
+                    lc_info = {"lc_steps": len(history) - 1, "mu_last": history[-1].mu,
+                               "distance_last": sum(history[-1].distance.values()),
+                               "select_returns": json.dumps([h.evaluation for h in history])}
+                ev = qn.evaluate(net, ref.cfg.env_id, args.episodes)
+                key = f"{scheme.name}_{method}_{seed}".replace("=", "-")
+                torch.save(net.state_dict(), out / "nets" / f"{key}.pt")
+                row = {"env": ref.cfg.env_id, "scheme": scheme.name, "family": scheme.family,
+                       "value": scheme.value, "method": method, "seed": seed, "ratio": ratio, **_ev(ev),
+                       "seconds": time.perf_counter() - t0, "net": f"nets/{key}.pt",
+                       "mu0": args.mu0, "multiplier": args.multiplier, **lc_info}
+                rows.append(row)
+                rc.write_rows(rows, out)
+                print(f"{scheme.name:24s} {method:10s} seed {seed}: ratio {ratio:6.2f}  return {ev.mean:8.1f} ± "
+                      f"{ev.std:.1f}  ({row['seconds']:.0f}s)", flush=True)
+    rc.write_rows(rows, out)
+    plot(rows, out / "tradeoff.png")
+
+
+def _ev(ev: qn.Evaluation) -> dict:
+    return {"return_mean": ev.mean, "return_std": ev.std, "episodes": ev.episodes}
+
+
+def summary(rows) -> list[dict]:
+    """Mean ± std over seeds of the per-run mean return, per (scheme, method)."""
+    groups = {}
+    for r in rows:
+        if r["method"] != "reference":
+            groups.setdefault((r["scheme"], r["family"], r["method"]), []).append(r)
+    return [{"scheme": s, "family": f, "method": m, "ratio": g[0]["ratio"], "seeds": len(g),
+             "mean": float(np.mean([r["return_mean"] for r in g])),
+             "std": float(np.std([r["return_mean"] for r in g]))} for (s, f, m), g in groups.items()]
+
+
+def plot(rows, path):
+    ref = next(r for r in rows if r["method"] == "reference")
+    fig, ax = plt.subplots(figsize=(8, 5))
+    styles = {"naive": ("o", ":"), "lc-online": ("s", "-"), "lc-offline": ("^", "--")}
+    colors = {}
+    for s in sorted(summary(rows), key=lambda s: (s["family"], s["method"], s["ratio"])):
+        c = colors.setdefault(s["family"], f"C{len(colors)}")
+        marker, _ = styles[s["method"]]
+        ax.errorbar(s["ratio"], s["mean"], s["std"], marker=marker, color=c, capsize=3, linestyle="none",
+                    mfc="none" if s["method"] == "naive" else c)
+    for fam, c in colors.items():
+        for m, (marker, ls) in styles.items():
+            pts = sorted((s["ratio"], s["mean"]) for s in summary(rows) if s["family"] == fam and s["method"] == m)
+            if pts:
+                ax.plot(*zip(*pts), color=c, linestyle=ls, marker=marker, label=f"{fam} {m}",
+                        mfc="none" if m == "naive" else c)
+    ax.axhline(ref["return_mean"], color="k", lw=1, label="reference")
+    ax.axhline(0.95 * ref["return_mean"], color="k", lw=1, ls="--", label="95% of reference")
+    ax.set(xscale="log", xlabel="nominal compression ratio (whole network)", ylabel="return (mean ± std over seeds)",
+           title=f"{ref['env']}: LC vs naive compression")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+if __name__ == "__main__":
+    main()

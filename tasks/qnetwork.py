@@ -1,0 +1,267 @@
+"""Q-networks: the LC adapter for reinforcement learning with double DQN (gymnasium, discrete actions).
+
+    from tasks import qnetwork as qn
+    cfg = qn.CartPoleConfig()
+    ref = qn.reference(cfg)                     # trained once, cached on disk by a hash of cfg
+    l_step = qn.OnlineLStep(cfg, ref)           # continued double DQN + lc_penalty (or qn.DistillLStep)
+    evaluate = lambda net: qn.evaluate(net, cfg.env_id, episodes=10).mean
+    algorithm = lc.Algorithm(ref.network(), tasks, lc.geometric_mu(1e-3, 1.5, 15), l_step, evaluate)
+
+One config dataclass per environment fixes every hyperparameter: reference training, and the two L steps
+shared by every compression scheme. The pieces (network, replay buffer, double-Q target, agent) are in
+:mod:`tasks.rl.dqn`, the evaluation in :mod:`tasks.rl.evaluate`.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Mapping
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from tasks.rl.dqn import Agent, DQNConfig, ReplayBuffer, double_q_target, epsilon, mlp, penalty_step
+from tasks.rl.finetune import finetune
+from tasks.rl.evaluate import SELECT_SEED0, TEST_SEED0, Evaluation, evaluate
+
+__all__ = ["DQNConfig", "CartPoleConfig", "LunarLanderConfig", "Reference", "reference", "make_network",
+           "OnlineLStep", "DistillLStep", "project", "evaluate", "Evaluation", "Agent", "ReplayBuffer",
+           "double_q_target", "epsilon", "penalty_step", "distill_loss", "TEST_SEED0", "SELECT_SEED0", "default_cache_dir", "finetune",
+           "train", "config_hash"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CartPoleConfig(DQNConfig):
+    """CartPole-v1 (tests): small and quick; the best of four evaluations in 4k steps balances the pole
+    for hundreds of steps (random play: about 22)."""
+
+    env_id: str = "CartPole-v1"
+    total_steps: int = 4_000
+    buffer_size: int = 10_000
+    lr: float = 1e-3
+    learning_starts: int = 500
+    train_freq: int = 1
+    tau: float = 1e-2
+    eps_decay_steps: int = 2_000
+    select_interval: int = 1_000
+    select_episodes: int = 5
+    lc_steps: int = 500
+    lc_lr: float = 1e-3
+    distill_steps: int = 500
+
+
+@dataclass(frozen=True)
+class LunarLanderConfig(DQNConfig):
+    """LunarLander-v3 (the study of Guggilla et al. 2023): 64-64 MLP, the classic DQN settings (Adam 5e-4,
+    batch 64, γ = 0.99, soft target τ = 1e-3, a gradient step every 4 environment steps)."""
+
+    env_id: str = "LunarLander-v3"
+    total_steps: int = 500_000
+    buffer_size: int = 100_000
+    batch_size: int = 64
+    lr: float = 5e-4
+    learning_starts: int = 5_000
+    train_freq: int = 4
+    tau: float = 1e-3
+    eps_end: float = 0.01
+    eps_decay_steps: int = 100_000
+    select_interval: int = 20_000
+    select_episodes: int = 20
+    lc_steps: int = 5_000
+    lc_lr: float = 1e-4
+    lc_eps: float = 0.01
+    distill_steps: int = 1_000
+
+
+def training_fields(cfg: DQNConfig) -> dict:
+    """The fields the reference depends on (all but the L-step settings ``lc_*`` and ``distill_*``)."""
+    return {k: v for k, v in dataclasses.asdict(cfg).items() if not k.startswith(("lc_", "distill_"))}
+
+
+def config_hash(cfg: DQNConfig) -> str:
+    """The cache key of cfg's reference: a hash of its class name and training fields."""
+    spec = {"class": type(cfg).__name__, **training_fields(cfg)}
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def default_cache_dir() -> Path:
+    """``$LC_CACHE/qnetwork`` if LC_CACHE is set, else ``.cache/qnetwork`` under the current directory."""
+    return Path(os.environ.get("LC_CACHE", ".cache")) / "qnetwork"
+
+
+def make_network(cfg: DQNConfig, hidden: tuple[int, ...] | None = None, seed: int | None = None) -> torch.nn.Module:
+    """A freshly initialised MLP Q-network for cfg's environment (torch seeded with ``seed``, default cfg.seed)."""
+    env = gym.make(cfg.env_id)
+    obs_dim, n_actions = env.observation_space.shape[0], int(env.action_space.n)
+    env.close()
+    with torch.random.fork_rng():                   # leaves the caller's global torch RNG as it was
+        torch.manual_seed(cfg.seed if seed is None else seed)
+        return mlp(obs_dim, tuple(cfg.hidden if hidden is None else hidden), n_actions)
+
+
+@dataclass
+class Reference:
+    """A trained reference: its config, network weights, final replay buffer and training log."""
+
+    cfg: DQNConfig
+    state_dict: dict
+    buffer: dict                       # ReplayBuffer.state_dict() at the end of training
+    log: list[dict]                    # model-selection evaluations during training
+    path: Path | None = None
+
+    def network(self) -> torch.nn.Module:
+        """A new copy of the reference network (the caller may train or compress it)."""
+        net = make_network(self.cfg)
+        net.load_state_dict(self.state_dict)
+        return net
+
+    def replay(self) -> ReplayBuffer:
+        """A new copy of the reference's replay buffer."""
+        return ReplayBuffer.from_state_dict(self.buffer)
+
+
+def train(cfg: DQNConfig, hidden: tuple[int, ...] | None = None, *, seed: int | None = None,
+          steps: int | None = None, eval_every: int | None = None, eval_episodes: int | None = None,
+          eval_seed0: int = SELECT_SEED0, progress: Callable[[dict], None] | None = None):
+    """Double-DQN training from scratch; evaluates every ``eval_every`` steps and keeps the best network.
+
+    Returns ``(best_state_dict, agent, log)`` where log rows are ``{"step", "mean", "std", "train_return",
+    "seconds"}``. Model selection uses seeds from ``eval_seed0`` on, disjoint from the test seeds."""
+    seed = cfg.seed if seed is None else seed
+    steps = cfg.total_steps if steps is None else steps
+    every = eval_every or cfg.select_interval
+    episodes = eval_episodes or cfg.select_episodes
+    q = make_network(cfg, hidden, seed)
+    agent = Agent(cfg, q, seed=seed)
+    best, best_mean, rows, t0 = copy.deepcopy(q.state_dict()), -float("inf"), [], time.perf_counter()
+    while agent.steps < steps:
+        agent.train(min(every, steps - agent.steps))
+        ev = evaluate(q, cfg.env_id, episodes, eval_seed0)
+        recent = [r for _, r in agent.returns[-20:]]
+        row = {"step": agent.steps, "mean": ev.mean, "std": ev.std,
+               "train_return": float(np.mean(recent)) if recent else float("nan"),
+               "seconds": time.perf_counter() - t0}
+        rows.append(row)
+        log.info("%s %s step %d: eval %.1f ± %.1f, last-20 train return %.1f (%.0fs)", cfg.env_id,
+                 hidden or cfg.hidden, agent.steps, ev.mean, ev.std, row["train_return"], row["seconds"])
+        if progress is not None:
+            progress(row)
+        if ev.mean > best_mean:
+            best, best_mean = copy.deepcopy(q.state_dict()), ev.mean
+    agent.close()
+    return best, agent, rows
+
+
+def reference(cfg: DQNConfig, cache_dir: str | Path | None = None) -> Reference:
+    """The reference network for ``cfg``: loaded from ``cache_dir`` if trained before, else trained and saved.
+
+    The file is named by a hash of the config; an existing file is never overwritten (it is written once,
+    atomically), and one whose stored config differs from ``cfg`` is an error."""
+    path = Path(cache_dir or default_cache_dir()) / f"{cfg.env_id}-{config_hash(cfg)}.pt"
+    if path.exists():
+        obj = torch.load(path, weights_only=False)
+        if {k: obj["config"].get(k) for k in training_fields(cfg)} != training_fields(cfg):
+            from lc import CompressionError
+            raise CompressionError(f"{path} holds a reference of another config; move it away")
+        log.info("reference loaded from %s", path)
+        return Reference(cfg, obj["state_dict"], obj["buffer"], obj["log"], path)
+    log.info("training the %s reference (%d steps); it will be cached in %s", cfg.env_id, cfg.total_steps, path)
+    best, agent, rows = train(cfg)
+    ref = Reference(cfg, best, agent.buffer.state_dict(), rows, path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    torch.save({"config": dataclasses.asdict(cfg), "state_dict": best, "buffer": ref.buffer, "log": rows}, tmp)
+    try:
+        os.link(tmp, path)             # fails if another process wrote it meanwhile: keep theirs
+    except FileExistsError:
+        log.warning("%s appeared while training; kept the existing file", path)
+    finally:
+        tmp.unlink()
+    return ref
+
+
+class OnlineLStep:
+    """L step by continued double-DQN training: min_w TD-loss(w) + μ/2‖w − Δ(Θ) − λ/μ‖².
+
+    Each call trains the primary network (which holds the uncompressed w during the L step) for ``cfg.lc_steps``
+    environment steps with Adam (``cfg.lc_lr``), ε = ``cfg.lc_eps``, replay buffer initialised from the
+    reference's. At the start of every L step the target network is set to the primary's current weights (the
+    uncompressed w, not Δ(Θ)), then follows cfg's soft/hard update from the primary. The environment, buffer
+    and optimizer carry over from one L step to the next. Cost: lc_steps environment steps per call."""
+
+    def __init__(self, cfg: DQNConfig, ref: Reference, seed: int = 0):
+        self.cfg, self.ref, self.seed = cfg, ref, seed
+        self.agent: Agent | None = None
+
+    def __call__(self, model: torch.nn.Module, lc_penalty: Callable[[], torch.Tensor], step: int) -> None:
+        if self.agent is None or self.agent.q is not model:
+            self.agent = Agent(self.cfg, model, seed=self.seed, lr=self.cfg.lc_lr, buffer=self.ref.replay())
+        self.agent.sync_target()                                   # θ⁻ ← w (uncompressed)
+        self.agent.train(self.cfg.lc_steps, penalty=lc_penalty, eps=self.cfg.lc_eps)
+
+
+def distill_loss(q: torch.Tensor, q_ref: torch.Tensor, value_weight: float) -> torch.Tensor:
+    """Regression onto the reference's Q-values, split into advantage and value (Q = V + A, V = mean_a Q):
+    mean over states of 1/A ‖A − A_ref‖² + β (V − V_ref)². β = 1 is exactly the mean squared error of Q;
+    β < 1 weights what the greedy policy depends on (the advantages) more than the state value."""
+    v, v_ref = q.mean(1, keepdim=True), q_ref.mean(1, keepdim=True)
+    return ((q - v - (q_ref - v_ref)) ** 2).mean() + value_weight * ((v - v_ref) ** 2).mean()
+
+
+class DistillLStep:
+    """Offline L step (policy distillation): min_w distill_loss(q_w, q_ref) + μ/2‖w − Δ(Θ) − λ/μ‖² over the
+    states S of the reference's replay buffer (see :func:`distill_loss`; ``cfg.distill_value_weight`` = β).
+
+    S = the states of the reference's replay buffer, q_ref = the reference's Q-values; no environment
+    interaction. Each call takes ``cfg.distill_steps`` Adam steps (``cfg.distill_lr``) on minibatches of
+    ``cfg.distill_batch`` states; the optimizer carries over between calls. Cost: distill_steps forward/backward
+    passes of the network on distill_batch states."""
+
+    def __init__(self, cfg: DQNConfig, ref: Reference, seed: int = 0):
+        self.cfg = cfg
+        self.states = torch.from_numpy(ref.replay().states())
+        with torch.no_grad():
+            self.targets = ref.network()(self.states)
+        self.gen = torch.Generator().manual_seed(seed)
+        self.opt: torch.optim.Optimizer | None = None
+        self.model: torch.nn.Module | None = None
+
+    def __call__(self, model: torch.nn.Module, lc_penalty: Callable[[], torch.Tensor], step: int) -> None:
+        if self.opt is None or self.model is not model:
+            self.model, self.opt = model, torch.optim.Adam(model.parameters(), lr=self.cfg.distill_lr)
+        n = len(self.states)
+        for _ in range(self.cfg.distill_steps):
+            idx = torch.randint(n, (self.cfg.distill_batch,), generator=self.gen)
+            loss = distill_loss(model(self.states[idx]), self.targets[idx], self.cfg.distill_value_weight)
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+            penalty_step(model, lc_penalty, self.cfg.lc_penalty_step)
+
+
+def project(model: torch.nn.Module, compression_tasks: Mapping) -> float:
+    """Naive (direct) compression in place: w ← Δ(Π(w)) for every task; returns the nominal compression ratio
+    of the whole model. ``compression_tasks`` should name parameters by string so it applies to any copy."""
+    from lc._tasks import build_tasks   # TODO(tradeoff): use lc's direct-compression helper once it lands
+    tasks = build_tasks(model, compression_tasks)
+    bits = 0
+    with torch.no_grad():
+        for t in tasks:
+            state = t.c.compress([p.detach() for p in t.params], 1.0)
+            for p, d in zip(t.params, t.c.decompress(state)):
+                p.copy_(d)
+            bits += state.bits
+    done = {n for t in tasks for n in t.param_names}
+    total = sum(p.numel() for p in model.parameters())
+    rest = sum(p.numel() for n, p in model.named_parameters() if n not in done)
+    return 32 * total / (bits + 32 * rest)

@@ -1,0 +1,75 @@
+"""Greedy evaluation of a Q-network: return over N seeded episodes, and what the evaluation cost.
+
+Costs reported (measured, noisy on a shared machine):
+- ``time_per_transition``: wall seconds of the whole evaluation divided by the number of environment steps
+  (network forward + environment step + Python overhead), as in Guggilla et al. 2023;
+- ``inference_time_per_transition``: wall seconds spent in the network's forward pass per step only;
+- ``cpu_time``: ``time.process_time()`` of the evaluation (user + system CPU seconds of this process, all
+  threads);
+- ``peak_rss_mb``: the process's resident-set high-water mark (``getrusage(RUSAGE_SELF).ru_maxrss``) read at
+  the end of the evaluation. It is a property of the whole process, not of the evaluation alone: it includes
+  the interpreter, torch and anything allocated before. To attribute it to one evaluation, run that evaluation
+  alone in a fresh process (``experiments/rl_costs.py`` does).
+"""
+from __future__ import annotations
+
+import resource
+import sys
+import time
+from dataclasses import asdict, dataclass
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+__all__ = ["Evaluation", "evaluate", "TEST_SEED0", "SELECT_SEED0"]
+
+TEST_SEED0 = 10_000          # test episodes use seeds TEST_SEED0, TEST_SEED0 + 1, …
+SELECT_SEED0 = 1_000_000     # model selection during reference training uses a disjoint range
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    mean: float                          # mean return over the episodes
+    std: float                           # standard deviation of the return over the episodes
+    episodes: int
+    transitions: int                     # environment steps taken in total
+    time_per_transition: float           # wall s per step, whole evaluation
+    inference_time_per_transition: float  # wall s per step in the network's forward pass
+    cpu_time: float                      # process CPU seconds of the evaluation
+    peak_rss_mb: float                   # process peak resident set size (MiB) at the end
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _peak_rss_mb() -> float:
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kb / 1024 / (1024 if sys.platform == "darwin" else 1)     # bytes on macOS, KiB on Linux
+
+
+def evaluate(q: torch.nn.Module, env_id: str, episodes: int = 100, seed0: int = TEST_SEED0) -> Evaluation:
+    """Run the greedy policy argmax_a q(s, a) for ``episodes`` episodes, episode i reset with seed seed0 + i.
+
+    Deterministic for given weights and seeds (the policy has no randomness and each reset is seeded)."""
+    env = gym.make(env_id)
+    returns, steps, t_net = [], 0, 0.0
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    with torch.no_grad():
+        for i in range(episodes):
+            obs, _ = env.reset(seed=seed0 + i)
+            total, done = 0.0, False
+            while not done:
+                t = time.perf_counter()
+                a = int(q(torch.from_numpy(np.asarray(obs, np.float32))).argmax())
+                t_net += time.perf_counter() - t
+                obs, r, terminated, truncated, _ = env.step(a)
+                total += float(r)
+                steps += 1
+                done = terminated or truncated
+            returns.append(total)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    env.close()
+    r = np.asarray(returns)
+    return Evaluation(float(r.mean()), float(r.std()), episodes, steps, wall / max(steps, 1),
+                      t_net / max(steps, 1), cpu, _peak_rss_mb())

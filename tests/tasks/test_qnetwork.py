@@ -1,0 +1,157 @@
+"""The double-DQN adapter on CartPole-v1 (no box2d needed): learning, LC structure, evaluation, pieces."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+import lc
+
+gym = pytest.importorskip("gymnasium")
+qn = pytest.importorskip("tasks.qnetwork")
+
+RANDOM_RETURN = 22.0      # mean return of uniformly random actions on CartPole-v1 (about 22)
+
+
+@pytest.fixture(scope="module")
+def ref(tmp_path_factory):
+    torch.set_num_threads(1)
+    return qn.reference(qn.CartPoleConfig(), cache_dir=tmp_path_factory.mktemp("cache"))
+
+
+def test_the_adapter_learns(ref):
+    ev = qn.evaluate(ref.network(), "CartPole-v1", episodes=20)
+    assert ev.mean > 6 * RANDOM_RETURN
+    assert ev.episodes == 20 and ev.transitions == pytest.approx(20 * ev.mean)
+    assert 0 < ev.time_per_transition < 0.01 and ev.inference_time_per_transition <= ev.time_per_transition
+    assert ev.cpu_time > 0 and ev.peak_rss_mb > 10
+
+
+def test_random_network_is_near_random_play():
+    ev = qn.evaluate(qn.make_network(qn.CartPoleConfig(), seed=3), "CartPole-v1", episodes=20)
+    assert ev.mean < 3 * RANDOM_RETURN
+
+
+def test_reference_is_cached_and_never_overwritten(ref, tmp_path):
+    again = qn.reference(qn.CartPoleConfig(), cache_dir=ref.path.parent)
+    assert again.path == ref.path
+    assert all(torch.equal(again.state_dict[k], v) for k, v in ref.state_dict.items())
+    other = dataclasses.replace(qn.CartPoleConfig(), seed=1)
+    assert qn.config_hash(other) != qn.config_hash(qn.CartPoleConfig())
+    torch.save({"config": dataclasses.asdict(other)}, tmp_path / ref.path.name)    # a clash: same name
+    with pytest.raises(lc.CompressionError, match="another config"):
+        qn.reference(qn.CartPoleConfig(), cache_dir=tmp_path)
+
+
+def test_evaluation_is_deterministic_for_a_seed(ref):
+    a = qn.evaluate(ref.network(), "CartPole-v1", episodes=5, seed0=123)
+    b = qn.evaluate(ref.network(), "CartPole-v1", episodes=5, seed0=123)
+    assert (a.mean, a.std, a.transitions) == (b.mean, b.std, b.transitions)
+    net = qn.make_network(qn.CartPoleConfig(), seed=5)
+    c = qn.evaluate(net, "CartPole-v1", episodes=5, seed0=0)
+    d = qn.evaluate(net, "CartPole-v1", episodes=5, seed0=50)
+    assert (c.mean, c.transitions) != (d.mean, d.transitions)
+
+
+def test_double_q_target_by_hand():
+    q_online_next = torch.tensor([[1.0, 3.0, 2.0], [5.0, 0.0, 4.0]])
+    q_target_next = torch.tensor([[10.0, 20.0, 30.0], [7.0, 8.0, 9.0]])
+    reward, done = torch.tensor([1.0, -1.0]), torch.tensor([0.0, 1.0])
+    y = qn.double_q_target(q_online_next, q_target_next, reward, done, gamma=0.5)
+    # row 0: online picks a=1, target values it 20 → 1 + 0.5·20 = 11; row 1 is terminal → −1
+    assert y.tolist() == [11.0, -1.0]
+    # not the plain DQN target max_a Q_target (which would give 1 + 0.5·30 = 16)
+    assert y[0] != 1 + 0.5 * q_target_next[0].max()
+
+
+def test_replay_buffer_wraps_around():
+    buf = qn.ReplayBuffer(capacity=3, obs_dim=2)
+    for t in range(5):
+        buf.add(np.array([t, -t]), t % 2, float(t), np.array([t + 1, 0]), t == 4)
+    assert buf.size == 3 and buf.pos == 2
+    assert buf.reward.tolist() == [3.0, 4.0, 2.0]                   # 3 and 4 overwrote 0 and 1
+    assert buf.obs[:, 0].tolist() == [3.0, 4.0, 2.0] and buf.terminated.tolist() == [0.0, 1.0, 0.0]
+    s, a, r, s2, d = buf.sample(64, np.random.default_rng(0))
+    assert set(r.tolist()) == {2.0, 3.0, 4.0}
+    assert torch.equal(s2[:, 0], s[:, 0] + 1) and torch.equal(a, (r.long() % 2))
+    copy = qn.ReplayBuffer.from_state_dict(buf.state_dict())
+    assert copy.reward.tolist() == buf.reward.tolist() and (copy.pos, copy.size) == (2, 3)
+
+
+def test_epsilon_schedule():
+    assert qn.epsilon(0, 1.0, 0.1, 100) == 1.0
+    assert qn.epsilon(50, 1.0, 0.1, 100) == pytest.approx(0.55)
+    assert qn.epsilon(100, 1.0, 0.1, 100) == qn.epsilon(10**6, 1.0, 0.1, 100) == pytest.approx(0.1)
+
+
+WEIGHTS = ["0.weight", "2.weight", "4.weight"]
+KAPPA = 1000    # of 4480 weights: direct pruning to this many breaks the policy (return about 12)
+
+
+def _lc(ref, l_step, kappa=KAPPA):
+    net = ref.network()
+    tasks = {lc.Param(WEIGHTS): (lc.AsVector, lc.ConstraintL0Pruning(kappa=kappa))}
+    evaluate = lambda m: qn.evaluate(m, "CartPole-v1", episodes=10).mean   # noqa: E731
+    algorithm = lc.Algorithm(net, tasks, lc.geometric_mu(1e-2, 4.0, 4), l_step, evaluate)
+    return net, algorithm, algorithm.run()
+
+
+def test_online_lc_gives_the_declared_structure_and_keeps_the_target_uncompressed(ref):
+    l_step = qn.OnlineLStep(ref.cfg, ref, seed=0)
+    seen = []
+    def spy(model, lc_penalty, j):
+        l_step(model, lc_penalty, j)
+        # the target network was fed from the primary's uncompressed w, never from Δ(Θ)
+        seen.append(int(sum((p != 0).sum() for p in l_step.agent.target.parameters())))
+    net, algorithm, history = _lc(ref, spy)
+    weights = torch.cat([dict(net.named_parameters())[n].detach().flatten() for n in WEIGHTS])
+    assert int((weights != 0).sum()) <= KAPPA
+    assert all(n > 4 * KAPPA for n in seen)
+    assert l_step.agent.steps == 4 * ref.cfg.lc_steps
+    assert history[0].evaluation < 2 * RANDOM_RETURN              # direct compression Θ = Π(w̄) fails
+    assert history[-1].evaluation > 4 * RANDOM_RETURN             # LC recovers the policy
+
+
+def test_offline_lc_gives_the_declared_structure_and_recovers_the_policy(ref):
+    net, algorithm, history = _lc(ref, qn.DistillLStep(ref.cfg, ref, seed=0))
+    weights = torch.cat([dict(net.named_parameters())[n].detach().flatten() for n in WEIGHTS])
+    assert int((weights != 0).sum()) <= KAPPA
+    naive = ref.network()
+    ratio = qn.project(naive, {lc.Param(WEIGHTS): (lc.AsVector, lc.ConstraintL0Pruning(kappa=KAPPA))})
+    assert ratio == pytest.approx(history[-1].ratio, rel=1e-3)      # positions cost a little differently
+    # the distillation L step pulls the pruned network back to the reference's actions
+    states = torch.from_numpy(ref.replay().states())
+    with torch.no_grad():
+        a_ref = ref.network()(states).argmax(1)
+        agree_lc = float((net(states).argmax(1) == a_ref).float().mean())
+        agree_naive = float((naive(states).argmax(1) == a_ref).float().mean())
+    assert agree_lc > agree_naive and agree_lc > 0.9
+
+
+def test_penalty_step_moves_w_by_eta_mu_of_its_distance():
+    net = torch.nn.Linear(3, 2)
+    w0 = net.weight.detach().clone()
+    target, mu = torch.ones_like(w0), 0.4
+    penalty = lambda: mu / 2 * ((net.weight - target) ** 2).sum()        # noqa: E731
+    qn.penalty_step(net, penalty, eta=0.5)
+    assert torch.allclose(net.weight, w0 - 0.5 * mu * (w0 - target))
+    assert net.bias.grad is None                                          # untouched by the penalty
+
+
+def test_distillation_loss_splits_q_into_advantage_and_value():
+    q, q_ref = torch.randn(7, 4), torch.randn(7, 4)
+    assert float(qn.distill_loss(q, q_ref, 1.0)) == pytest.approx(float(torch.nn.functional.mse_loss(q, q_ref)))
+    shifted = q_ref + torch.arange(7.0)[:, None]          # same advantages, other state values
+    assert float(qn.distill_loss(shifted, q_ref, 0.0)) == pytest.approx(0.0, abs=1e-10)
+
+
+def test_offline_lc_quantization_gives_at_most_k_values_per_layer(ref):
+    net = ref.network()
+    tasks = {lc.Param(n): (lc.AsVector, lc.AdaptiveQuantization(k=4)) for n in WEIGHTS}
+    history = lc.Algorithm(net, tasks, lc.geometric_mu(1e-2, 4.0, 3), qn.DistillLStep(ref.cfg, ref, seed=0)).run()
+    params = dict(net.named_parameters())
+    assert all(params[n].detach().unique().numel() <= 4 for n in WEIGHTS)
+    assert params["0.bias"].detach().unique().numel() > 4                  # biases are not compressed
+    assert history[-1].ratio > 10
