@@ -28,6 +28,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+import lc
 from tasks.rl.dqn import Agent, DQNConfig, ReplayBuffer, double_q_target, epsilon, mlp, penalty_step
 from tasks.rl.finetune import finetune
 from tasks.rl.evaluate import SELECT_SEED0, TEST_SEED0, Evaluation, evaluate
@@ -252,16 +253,9 @@ class DistillLStep:
 def project(model: torch.nn.Module, compression_tasks: Mapping) -> float:
     """Naive (direct) compression in place: w ← Δ(Π(w)) for every task; returns the nominal compression ratio
     of the whole model. ``compression_tasks`` should name parameters by string so it applies to any copy."""
-    from lc._tasks import build_tasks   # TODO(tradeoff): use lc's direct-compression helper once it lands
-    tasks = build_tasks(model, compression_tasks)
-    bits = 0
-    with torch.no_grad():
-        for t in tasks:
-            state = t.c.compress([p.detach() for p in t.params], 1.0)
-            for p, d in zip(t.params, t.c.decompress(state)):
-                p.copy_(d)
-            bits += state.bits
-    done = {n for t in tasks for n in t.param_names}
+    compressed = lc.Compressed.direct(model, compression_tasks)
+    compressed.apply(model)
+    done = {n for t in compressed.tasks for n in t.param_names}
     total = sum(p.numel() for p in model.parameters())
     rest = sum(p.numel() for n, p in model.named_parameters() if n not in done)
-    return 32 * total / (bits + 32 * rest)
+    return 32 * total / (compressed.bits + 32 * rest)
