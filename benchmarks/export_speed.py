@@ -7,9 +7,11 @@ FLOPs ratios, and artifact sizes against nominal.
 Random weights and inputs (timing does not depend on the values); each compression's states come from direct
 compression Θ = Π(w) without training. "dense exported" is the uncompressed model through ``lc.export`` (batch
 norms folded, channels-last convs): it separates what export gains on its own from what compression gains.
-Rows marked "mb 64" run the batch in slices of 64 examples (``lc.export(..., micro_batch=64)``), compared
-("vs dense exported") with the dense export sliced the same way. Compressions: low rank at ~4× fewer FLOPs (per layer r = ⌊mn / 4(m+n)⌋
-on the layer's matrix), ℓ0 pruning keeping 5% of every layer, adaptive quantization with k = 4 per layer.
+Unmarked rows are the default export given an example batch (``lc.export(..., example=x)``: it times slicing the
+batch, ``micro_batch="measure"``, and keeps slices only where measured faster); rows marked "mb 64" always run
+the batch in slices of 64 examples (``micro_batch=64``), rows marked "whole" never slice (``micro_batch=None``);
+each is compared ("vs dense exported") with the dense export made the same way. Compressions: low rank at ~4×
+fewer FLOPs (per layer r = ⌊mn / 4(m+n)⌋ on the layer's matrix), ℓ0 pruning keeping 5% of every layer, adaptive quantization with k = 4 per layer.
 
 The machine is shared with other work while this runs: every latency is the median over ``--repeats`` forward
 passes at a fixed number of threads, and the models of one network are timed round-robin (dense, low rank,
@@ -29,6 +31,7 @@ from torch.nn import functional as F
 
 import lc
 from lc import measure
+from lc.export import MicroBatched
 from lc.storage import size_bound
 
 
@@ -114,24 +117,30 @@ def run(name: str, repeats: int, threads: int, batch: int, scheme: int, micro: i
     runs = {"low rank": low_rank_tasks(dense, scheme), "pruned 5%": pruning_tasks(dense),
             "quantized k=4": quantization_tasks(dense)}
     x1 = torch.zeros((1, *shape))
+    example = torch.randn((batch, *shape), generator=torch.Generator().manual_seed(1))
     nothing = lc.Compressed((), ())
-    mb = f", mb {micro}"
-    models = {"dense": dense, "dense exported": lc.export(dense, nothing),
-              "dense exported" + mb: lc.export(dense, nothing, micro_batch=micro)}
-    rows = [{"compression": "dense exported", "flops_ratio": 1.0, "baseline": "dense exported"},
-            {"compression": "dense exported" + mb, "flops_ratio": 1.0, "baseline": "dense exported" + mb}]
+    variants = {"": {"example": example}, f", mb {micro}": {"micro_batch": micro}, ", whole": {"micro_batch": None}}
+    models, rows, chosen = {"dense": dense}, [], {}
+    for suffix, kw in variants.items():
+        models["dense exported" + suffix] = lc.export(dense, nothing, **kw)
+        rows.append({"compression": "dense exported" + suffix, "flops_ratio": 1.0,
+                     "baseline": "dense exported" + suffix})
     for label, tasks in runs.items():
         compressed = lc.Compressed.direct(dense, tasks)
         path = directory / f"{name}-{label.replace(' ', '_')}.lc"
         realised = lc.save(path, dense, compressed, overwrite=True)
-        models[label] = lc.export(dense, compressed, batch_size=batch)
+        models[label] = lc.export(dense, compressed, batch_size=batch, example=example)
         row = {"compression": label, "realised_bytes": realised, "baseline": "dense exported",
                "nominal_bytes": lc.nominal_bits(dense, compressed) / 8, "bound_bytes": size_bound(dense, compressed),
                "flops_ratio": measure.flops(dense, x1) / measure.flops(models[label], x1)}
         rows.append(row)
         if label == "low rank":
-            models[label + mb] = lc.export(dense, compressed, batch_size=batch, micro_batch=micro)
-            rows.append({**row, "compression": label + mb, "baseline": "dense exported" + mb})
+            for suffix, kw in list(variants.items())[1:]:
+                models[label + suffix] = lc.export(dense, compressed, batch_size=batch, **kw)
+                rows.append({**row, "compression": label + suffix, "baseline": "dense exported" + suffix})
+    for label in ["dense exported", *runs]:
+        m = models[label]
+        chosen[label] = f"slices of {m.size}" if isinstance(m, MicroBatched) else "whole batch"
     t = measure.timings(models, shape, (1, batch), repeats=repeats, threads=threads)
     for row in rows:
         mine = t[row["compression"]]
@@ -155,6 +164,8 @@ def run(name: str, repeats: int, threads: int, batch: int, scheme: int, micro: i
         print(f"{r['compression']:<22}{r['flops_ratio']:>7.2f} | {r['cpu_b1']:>7.2f}{r[f'cpu_b{batch}']:>8.2f}"
               f"{r[f'cpu_b{batch}'] / r['flops_ratio']:>15.2f} | {r['wall_b1']:>7.2f}{r[f'wall_b{batch}']:>8.2f} | "
               f"{r['vs_export']:>8.2f} | {sizes}")
+    print("default export (micro_batch='measure' on the example batch) chose: "
+          + "; ".join(f"{k}: {v}" for k, v in chosen.items()))
     return rows
 
 

@@ -15,8 +15,11 @@ Rules (each measured on this project's CPU, see ``docs/artifacts.md``):
 - batch norms (eval mode) are folded into the conv or linear layer before them (``torch.fx``; a model that cannot
   be traced keeps them);
 - convolutions run channels-last (NHWC weights), measured faster for dense and factorised convs alike;
-- opt-in ``micro_batch``: large batches run in slices (:class:`MicroBatched`), measured faster for ResNet20 at
-  batch 256 and slower for LeNet300, hence not the default;
+- micro-batches: large batches run in slices (:class:`MicroBatched`), which helps where a whole batch's
+  activations do not fit in cache (ResNet20 at batch 256) and hurts where the GEMMs prefer the whole batch
+  (LeNet300), so ``micro_batch="measure"`` (the default) decides by timing on an ``example`` input: slices of
+  32, 64 or 128 examples are kept only if at least 10 % faster than the whole batch; without an example,
+  no slicing;
 - everything else (quantized layers included): dense float32 with Δ(Θ). Int8 kernels are not used: they need
   int8 activations, which changes the outputs beyond float tolerance (the measurement is in the docs).
 """
@@ -124,28 +127,50 @@ def _factors(task, state):
     return u, v, c.view.scheme
 
 
-def _time(f, repeats=15) -> float:
-    with torch.no_grad():
-        for _ in range(3):
-            f()
-        times = []
-        for _ in range(repeats):
-            t = time.process_time()                 # CPU time: steady on a shared machine
-            f()
-            times.append(time.process_time() - t)
-    return sorted(times)[len(times) // 2]
-
-
 def _sparse_is_faster(dense: nn.Linear, sparse: SparseLinear, batch_size: int) -> bool:
     x = torch.randn(batch_size, dense.in_features, dtype=dense.weight.dtype, device=dense.weight.device)
-    t_dense, t_sparse = _time(lambda: dense(x)), _time(lambda: sparse(x))
+    t = _time_round_robin({"dense": dense, "csr": sparse}, x, repeats=15)
+    t_dense, t_sparse = t["dense"], t["csr"]
     log.info("%s: dense %.1f us, CSR %.1f us at batch %d", dense, 1e6 * t_dense, 1e6 * t_sparse, batch_size)
     return t_sparse < 0.9 * t_dense
 
 
+_SLICES = (32, 64, 128)          # micro-batch sizes that micro_batch="measure" tries
+
+
+def _slicing_is_faster(model: nn.Module, example: torch.Tensor) -> int | None:
+    """The slice size among :data:`_SLICES` (smaller than the example's batch) whose :class:`MicroBatched` runs the
+    example at least 10 % faster than ``model`` on the whole batch (median CPU time, round-robin), else None."""
+    candidates = {s: MicroBatched(model, s) for s in _SLICES if s < example.shape[0]}
+    if not candidates:
+        return None
+    models = {0: model, **candidates}
+    t = _time_round_robin(models, example)
+    best = min(candidates, key=lambda s: t[s])
+    log.info("micro-batches at batch %d: whole %.1f ms, %s (CPU time)", example.shape[0], 1e3 * t[0],
+             ", ".join(f"slices of {s} {1e3 * t[s]:.1f} ms" for s in candidates))
+    return best if t[best] < 0.9 * t[0] else None
+
+
+def _time_round_robin(models: dict, x: torch.Tensor, repeats: int = 5, warmup: int = 2) -> dict:
+    """Median CPU seconds (steady on a shared machine) of ``m(x)`` per model, timed round-robin after ``warmup``
+    passes each, so that load from other processes hits all alike."""
+    times = {k: [] for k in models}
+    with torch.no_grad():
+        for m in models.values():
+            for _ in range(warmup):
+                m(x)
+        for _ in range(repeats):
+            for k, m in models.items():
+                t = time.process_time()
+                m(x)
+                times[k].append(time.process_time() - t)
+    return {k: sorted(v)[len(v) // 2] for k, v in times.items()}
+
+
 def export(model: nn.Module, compressed, *, sparse: str = "measure", batch_size: int = 256,
            max_sparse_density: float = 0.25, channels_last: bool | None = None,
-           micro_batch: int | None = None) -> nn.Module:
+           micro_batch: int | str | None = "measure", example: torch.Tensor | None = None) -> nn.Module:
     """A plain ``nn.Module`` computing Δ(Θ) of ``compressed`` (an :class:`lc.Algorithm` after ``run()``, an
     :class:`lc.Compressed`, or what :func:`lc.load` returned) with the layer rules of this module's docstring.
     ``model`` is deep-copied, never modified. The result is in eval mode.
@@ -154,13 +179,20 @@ def export(model: nn.Module, compressed, *, sparse: str = "measure", batch_size:
     convolutions run in oneDNN's NHWC kernels and return NHWC outputs for NCHW inputs; measured 1.5× faster for
     the dense ResNet20 at batch 256 and needed for small-rank convolutions to run at speed.
 
-    ``micro_batch``: if given, the result is a :class:`MicroBatched` that runs larger batches in slices of this
-    many examples (for a single tensor input)."""
+    ``micro_batch``: a number n: the result is a :class:`MicroBatched` that runs larger batches in slices of n
+    examples (for a single tensor input); None: never; ``"measure"`` (default): the exported model is timed on
+    ``example`` (an input batch like those it will serve, e.g. ``torch.randn(256, 3, 32, 32)``) whole and in
+    slices of 32, 64 and 128, and wrapped only if slicing is ≥ 10 % faster; with no ``example``, never.
+    Costs about 20 forward passes of the example at export time."""
     if sparse not in ("measure", "never", "always"):
         raise CompressionError(f"export(sparse={sparse!r}): choose 'measure', 'never' or 'always'")
-    if micro_batch is not None and (isinstance(micro_batch, bool) or not isinstance(micro_batch, int)
-                                    or micro_batch < 1):
-        raise CompressionError(f"export(micro_batch={micro_batch!r}): give a number of examples ≥ 1, or None")
+    if micro_batch not in (None, "measure") and (isinstance(micro_batch, bool) or not isinstance(micro_batch, int)
+                                                 or micro_batch < 1):
+        raise CompressionError(f"export(micro_batch={micro_batch!r}): give a number of examples ≥ 1, "
+                               "'measure' or None")
+    if example is not None and not (isinstance(example, torch.Tensor) and example.dim() >= 1):
+        raise CompressionError(f"export(example=…): give an input batch tensor (batch first), not "
+                               f"{type(example).__name__}")
     compressed = Compressed.of(compressed)
     out = copy.deepcopy(model)
     compressed.apply(out)
@@ -200,7 +232,10 @@ def export(model: nn.Module, compressed, *, sparse: str = "measure", batch_size:
         channels_last = any(isinstance(m, nn.Conv2d) for m in out.modules())
     if channels_last:
         out = out.to(memory_format=torch.channels_last)
-    return (out if micro_batch is None else MicroBatched(out, micro_batch)).eval()
+    out = out.eval()
+    if micro_batch == "measure":
+        micro_batch = None if example is None else _slicing_is_faster(out, example)
+    return out if micro_batch is None else MicroBatched(out, micro_batch).eval()
 
 
 class _Tracer(torch.fx.Tracer):

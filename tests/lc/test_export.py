@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 import lc
-from lc.export import SparseLinear
+from lc.export import MicroBatched, SparseLinear
 from lc.measure import flops
 from tests.lc.compression.cases import CASES
 
@@ -78,6 +78,10 @@ def test_pruned_linear_dense_with_zeros_or_csr():
         lc.export(model, c, sparse="auto")
     with pytest.raises(lc.CompressionError, match="micro_batch=0"):
         lc.export(model, c, micro_batch=0)
+    with pytest.raises(lc.CompressionError, match="micro_batch='auto'.*'measure' or None"):
+        lc.export(model, c, micro_batch="auto")
+    with pytest.raises(lc.CompressionError, match="give an input batch tensor.*not list"):
+        lc.export(model, c, example=[1.0] * 40)
 
 
 def test_micro_batches_give_the_same_outputs():
@@ -88,6 +92,23 @@ def test_micro_batches_give_the_same_outputs():
     x = torch.randn(10, 3, 8, 8)
     _same_outputs(model, lc.Compressed((), ()), out, x)
     assert calls == [4, 4, 2]
+
+
+def test_micro_batches_measured_on_the_example_or_not_at_all():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 8, 3), nn.ReLU(),
+                          nn.Flatten(), nn.Linear(8 * 6 * 6, 2))
+    c = lc.Compressed.direct(model, {lc.Param("3.weight"): (lc.AsIs(scheme=2), lc.LowRank(target_rank=2))})
+    assert not isinstance(lc.export(model, c), MicroBatched)           # default, no example: whole
+    small = torch.randn(32, 3, 8, 8)                                             # no slice size below 32: whole
+    assert not isinstance(lc.export(model, c, example=small), MicroBatched)
+    x = torch.randn(130, 3, 8, 8)
+    out = lc.export(model, c, example=x)                                         # sliced or not, by measurement
+    assert not isinstance(out, MicroBatched) or out.size in (32, 64, 128)
+    _same_outputs(model, c, out, x)
+    forced = lc.export(model, c, micro_batch=64, example=x)                      # a number is not measured
+    assert isinstance(forced, MicroBatched) and forced.size == 64
+    assert not isinstance(lc.export(model, c, micro_batch=None, example=x), MicroBatched)
 
 
 @pytest.mark.parametrize("case", [c for c in CASES if len(c.shape) == 2], ids=lambda c: c.id)
