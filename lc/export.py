@@ -138,7 +138,7 @@ def _sparse_is_faster(dense: nn.Linear, sparse: SparseLinear, batch_size: int) -
 _SLICES = (32, 64, 128)          # micro-batch sizes that micro_batch="measure" tries
 
 
-def _slicing_is_faster(model: nn.Module, example: torch.Tensor) -> int | None:
+def _fastest_slices(model: nn.Module, example: torch.Tensor) -> int | None:
     """The slice size among :data:`_SLICES` (smaller than the example's batch) whose :class:`MicroBatched` runs the
     example at least 10 % faster than ``model`` on the whole batch (median CPU time, round-robin), else None."""
     candidates = {s: MicroBatched(model, s) for s in _SLICES if s < example.shape[0]}
@@ -234,7 +234,7 @@ def export(model: nn.Module, compressed, *, sparse: str = "measure", batch_size:
         out = out.to(memory_format=torch.channels_last)
     out = out.eval()
     if micro_batch == "measure":
-        micro_batch = None if example is None else _slicing_is_faster(out, example)
+        micro_batch = None if example is None else _fastest_slices(out, example)
     return out if micro_batch is None else MicroBatched(out, micro_batch).eval()
 
 
