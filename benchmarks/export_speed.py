@@ -11,7 +11,8 @@ Unmarked rows are the default export given an example batch (``lc.export(..., ex
 batch, ``micro_batch="measure"``, and keeps slices only where measured faster); rows marked "mb 64" always run
 the batch in slices of 64 examples (``micro_batch=64``), rows marked "whole" never slice (``micro_batch=None``);
 each is compared ("vs dense exported") with the dense export made the same way. Compressions: low rank at ~4×
-fewer FLOPs (per layer r = ⌊mn / 4(m+n)⌋ on the layer's matrix), ℓ0 pruning keeping 5% of every layer, adaptive quantization with k = 4 per layer.
+fewer FLOPs (per layer r = ⌊mn / 4(m+n)⌋ on the layer's matrix), ℓ0 pruning keeping 5% of every layer,
+adaptive quantization with k = 4 per layer.
 
 The machine is shared with other work while this runs: every latency is the median over ``--repeats`` forward
 passes at a fixed number of threads, and the models of one network are timed round-robin (dense, low rank,
