@@ -42,7 +42,8 @@ __all__ = ["Config", "main", "run_sweep", "COLUMNS"]
 DEFAULT_FAMILIES = ("quantization", "pruning", "rank", "prune+quant")
 COLUMNS = ("run_id", "task", "split", "family", "scheme", "parameter", "value", "test_error", "test_loss",
            "ratio", "bits", "realised_ratio", "file_bytes", "flops", "reference_error", "reference_flops", "steps",
-           "wall_time", "l_time", "c_time", "mu0", "mu_multiplier", "seed")
+           "wall_time", "l_time", "c_time", "mu0", "mu_multiplier", "seed",
+           "latency_b1_ms_measured", "latency_b256_ms_measured", "speedup_b1_measured", "speedup_b256_measured")
 
 
 def _field(default, help: str):
@@ -70,6 +71,8 @@ class Config:
     cache_dir: str = _field(".cache/references", "where trained reference models are cached (by config hash)")
     overwrite: bool = _field(False, "discard earlier results in --out written by a different config")
     threads: int = _field(1, "torch CPU threads (0: torch's default)")
+    latency: bool = _field(True, "measure the latency of each run's exported model (lc.export) against the "
+                                 "reference, at batch 1 and 256, round-robin in the same process")
     progress: bool = _field(True, "show tqdm progress bars")
 
     def sweep_fields(self) -> dict:
@@ -263,7 +266,7 @@ def _one_run(config, task, reference, fam: Family, value, run_id, ref_eval, ref_
     artifact = Path(config.out) / "artifacts" / f"{run_id}.lc"
     artifact.parent.mkdir(parents=True, exist_ok=True)
     file_bytes = lc.save(artifact, net, algorithm, overwrite=True)    # an unfinished run's file, if any, is ours
-    row = {"run_id": run_id, "task": f"{config.task.dataset}/{config.task.model}", "split": task.data.split,
+    row = {**_latency(config, task, reference, net, algorithm), "run_id": run_id, "task": f"{config.task.dataset}/{config.task.model}", "split": task.data.split,
            "family": fam.name, "scheme": _describe(fam, tasks), "parameter": fam.parameter, "value": value,
            "test_error": last.evaluation["error"], "test_loss": last.evaluation["loss"], "ratio": last.ratio,
            "bits": last.bits, "file_bytes": file_bytes,
@@ -274,6 +277,21 @@ def _one_run(config, task, reference, fam: Family, value, run_id, ref_eval, ref_
            "mu0": mu0, "mu_multiplier": config.mu_multiplier, "seed": config.task.seed}
     shutil.rmtree(Path(config.out) / "checkpoints" / run_id, ignore_errors=True)
     return row
+
+
+def _latency(config, task, reference, net, algorithm) -> dict:
+    """Measured: median forward time of the exported compressed model and of the reference, timed round-robin in
+    one process (so the speedup is against a baseline measured in the same run, under the same load)."""
+    keys = ("latency_b1_ms_measured", "latency_b256_ms_measured", "speedup_b1_measured", "speedup_b256_measured")
+    if not config.latency:
+        return dict.fromkeys(keys)
+    shape = task.data.input_shape
+    exported = lc.export(net, algorithm, example=torch.randn(256, *shape))
+    t = lc.measure.timings({"reference": copy.deepcopy(reference), "exported": exported}, shape, (1, 256), repeats=20,
+                           threads=max(config.threads, 1))
+    ms = {b: 1e3 * t["exported"][b].wall for b in (1, 256)}
+    return dict(zip(keys, (ms[1], ms[256], t["reference"][1].wall / t["exported"][1].wall,
+                           t["reference"][256].wall / t["exported"][256].wall)))
 
 
 def _describe(fam: Family, tasks: dict) -> str:
@@ -296,10 +314,11 @@ def main(argv=None) -> int:
     split = rows[0]["split"] if rows else ""
     print(f"\n{len(rows)} runs in {config.out} ({split}):")
     print(f"{'family':<14} {'parameter':<16} {'value':>8} {'error %':>8} {'ratio':>8} {'on disk':>8} {'MFLOPs':>8} "
-          f"{'time s':>7}")
+          f"{'time s':>7} {'speedup':>8}")
     for r in sorted(rows, key=lambda r: (r["family"], r["ratio"])):
         print(f"{r['family']:<14} {r['parameter']:<16} {r['value']!s:>8} {100 * r['test_error']:8.2f} "
-              f"{r['ratio']:8.1f} {r['realised_ratio']:8.1f} {r['flops'] / 1e6:8.3f} {r['wall_time']:7.1f}")
+              f"{r['ratio']:8.1f} {r['realised_ratio']:8.1f} {r['flops'] / 1e6:8.3f} {r['wall_time']:7.1f} "
+              + (f"{r['speedup_b256_measured']:8.2f}" if r.get("speedup_b256_measured") else f"{'-':>8}"))
     if rows:
         print(f"reference: {100 * rows[0]['reference_error']:.2f}% error; plot: {Path(config.out) / 'tradeoff.png'}")
     return 0

@@ -43,6 +43,9 @@ def test_writes_rows_csv_jsonl_and_png(swept):
         assert 0 <= r["test_error"] < (0.15 if r["value"] == 0.2 else 0.9) and r["steps"] == 2 and r["seed"] == 0
         assert r["split"].startswith("1257/540") and r["task"] == "digits/lenet300"
         assert r["parameter"] == "kept fraction" and "ConstraintL0Pruning" in r["scheme"]
+        # measured columns: the exported model was timed against the reference in the same run
+        assert r["latency_b1_ms_measured"] > 0 and r["latency_b256_ms_measured"] > 0
+        assert 0 < r["speedup_b1_measured"] < 1000 and 0 < r["speedup_b256_measured"] < 1000
         # the compressed model on disk: its size gives the realised ratio, and it loads back to the same error
         path = out / "artifacts" / f"{r['run_id']}.lc"
         assert path.stat().st_size == r["file_bytes"] >= r["bits"] / 8
