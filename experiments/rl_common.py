@@ -103,12 +103,14 @@ def naive(ref: qn.Reference, scheme: Scheme) -> tuple[torch.nn.Module, float]:
 
 
 def lc_run(ref: qn.Reference, scheme: Scheme, l_step: str, *, seed: int, mu0: float, multiplier: float,
-           steps: int, eval_episodes: int, callbacks=()) -> tuple[torch.nn.Module, list]:
+           steps: int, eval_episodes: int, callbacks=(), **overrides) -> tuple[torch.nn.Module, list]:
     """One LC run from the reference; ``l_step`` = "online" (continued double DQN) or "offline" (distillation).
+    ``overrides`` replace L-step fields of the config (e.g. ``distill_policy_states=5000``; None = keep).
     The per-step evaluation uses the model-selection seeds, never the test seeds."""
     net = ref.network()
     torch.manual_seed(seed)
-    step = qn.OnlineLStep(ref.cfg, ref, seed=seed) if l_step == "online" else qn.DistillLStep(ref.cfg, ref, seed)
+    cfg = dataclasses.replace(ref.cfg, **{k: v for k, v in overrides.items() if v is not None})
+    step = qn.OnlineLStep(cfg, ref, seed=seed) if l_step == "online" else qn.DistillLStep(cfg, ref, seed)
     evaluate = lambda m: qn.evaluate(m, ref.cfg.env_id, eval_episodes, qn.SELECT_SEED0).mean   # noqa: E731
     algorithm = lc.Algorithm(net, scheme.tasks(net), lc.geometric_mu(mu0, multiplier, steps), step, evaluate,
                              callbacks=callbacks)

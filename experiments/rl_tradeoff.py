@@ -45,6 +45,10 @@ def main(argv=None):
     ap.add_argument("--mu0", type=float, default=1e-3)
     ap.add_argument("--multiplier", type=float, default=1.5)
     ap.add_argument("--eval-episodes", type=int, default=10, help="episodes of the per-step LC evaluation")
+    ap.add_argument("--policy-states", type=int, default=None, help="offline L step: states of the compressed "
+                    "policy added per L step (DAgger; default: the config's distill_policy_states)")
+    ap.add_argument("--action-weight", type=float, default=None, help="offline L step: weight of the cross-entropy "
+                    "on the reference's greedy action (default: the config's distill_action_weight)")
     ap.add_argument("--out", default="results/rl/tradeoff")
     ap.add_argument("--plot-only", action="store_true", help="only redraw tradeoff.png from --out's rows")
     args = ap.parse_args(argv)
@@ -80,7 +84,9 @@ def main(argv=None):
                 else:
                     net, history = rc.lc_run(ref, scheme, method.removeprefix("lc-"), seed=seed, mu0=args.mu0,
                                              multiplier=args.multiplier, steps=args.steps,
-                                             eval_episodes=args.eval_episodes)
+                                             eval_episodes=args.eval_episodes,
+                                             distill_policy_states=args.policy_states,
+                                             distill_action_weight=args.action_weight)
                     ratio = history[-1].ratio
                     lc_info = {"lc_steps": len(history) - 1, "mu_last": history[-1].mu,
                                "distance_last": sum(history[-1].distance.values()),
@@ -91,7 +97,9 @@ def main(argv=None):
                 row = {"env": ref.cfg.env_id, "scheme": scheme.name, "family": scheme.family,
                        "value": scheme.value, "method": method, "seed": seed, "ratio": ratio, **_ev(ev),
                        "seconds": time.perf_counter() - t0, "net": f"nets/{key}.pt",
-                       "mu0": args.mu0, "multiplier": args.multiplier, **lc_info}
+                       "mu0": args.mu0, "multiplier": args.multiplier, "policy_states": args.policy_states,
+                       "action_weight": args.action_weight,
+                       **lc_info}
                 rows.append(row)
                 rc.write_rows(rows, out)
                 print(f"{scheme.name:24s} {method:10s} seed {seed}: ratio {ratio:6.2f}  return {ev.mean:8.1f} ± "

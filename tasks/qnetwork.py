@@ -31,11 +31,11 @@ import torch
 import lc
 from tasks.rl.dqn import Agent, DQNConfig, ReplayBuffer, double_q_target, epsilon, mlp, penalty_step
 from tasks.rl.finetune import finetune
-from tasks.rl.evaluate import SELECT_SEED0, TEST_SEED0, Evaluation, evaluate
+from tasks.rl.evaluate import POLICY_SEED0, SELECT_SEED0, TEST_SEED0, Evaluation, evaluate
 
 __all__ = ["DQNConfig", "CartPoleConfig", "LunarLanderConfig", "Reference", "reference", "make_network",
            "OnlineLStep", "DistillLStep", "project", "evaluate", "Evaluation", "Agent", "ReplayBuffer",
-           "double_q_target", "epsilon", "penalty_step", "distill_loss", "TEST_SEED0", "SELECT_SEED0", "default_cache_dir", "finetune",
+           "double_q_target", "epsilon", "penalty_step", "distill_loss", "TEST_SEED0", "SELECT_SEED0", "POLICY_SEED0", "default_cache_dir", "finetune",
            "train", "config_hash"]
 
 log = logging.getLogger(__name__)
@@ -211,39 +211,79 @@ class OnlineLStep:
         self.agent.train(self.cfg.lc_steps, penalty=lc_penalty, eps=self.cfg.lc_eps)
 
 
-def distill_loss(q: torch.Tensor, q_ref: torch.Tensor, value_weight: float) -> torch.Tensor:
+def distill_loss(q: torch.Tensor, q_ref: torch.Tensor, value_weight: float, action_weight: float = 0.0) -> torch.Tensor:
     """Regression onto the reference's Q-values, split into advantage and value (Q = V + A, V = mean_a Q):
-    mean over states of 1/A ‖A − A_ref‖² + β (V − V_ref)². β = 1 is exactly the mean squared error of Q;
-    β < 1 weights what the greedy policy depends on (the advantages) more than the state value."""
+    mean over states of 1/A ‖A − A_ref‖² + β (V − V_ref)², plus α times the cross-entropy of softmax(q) with
+    the reference's greedy action argmax_a q_ref (α = ``action_weight``). β = 1, α = 0 is exactly the mean
+    squared error of Q; β < 1 weights what the greedy policy depends on (the advantages) more than the state
+    value; α > 0 asks for the reference's action with a margin, which the squared error does not when the
+    reference's action gaps are small."""
     v, v_ref = q.mean(1, keepdim=True), q_ref.mean(1, keepdim=True)
-    return ((q - v - (q_ref - v_ref)) ** 2).mean() + value_weight * ((v - v_ref) ** 2).mean()
+    loss = ((q - v - (q_ref - v_ref)) ** 2).mean() + value_weight * ((v - v_ref) ** 2).mean()
+    if action_weight:
+        loss = loss + action_weight * torch.nn.functional.cross_entropy(q, q_ref.argmax(1))
+    return loss
 
 
 class DistillLStep:
-    """Offline L step (policy distillation): min_w distill_loss(q_w, q_ref) + μ/2‖w − Δ(Θ) − λ/μ‖² over the
-    states S of the reference's replay buffer (see :func:`distill_loss`; ``cfg.distill_value_weight`` = β).
+    """Offline L step (policy distillation): min_w distill_loss(q_w, q_ref) + μ/2‖w − Δ(Θ) − λ/μ‖² over a set
+    of states S (see :func:`distill_loss`; β, α = ``cfg.distill_value_weight``, ``cfg.distill_action_weight``),
+    q_ref = the reference's Q-values.
 
-    S = the states of the reference's replay buffer, q_ref = the reference's Q-values; no environment
-    interaction. Each call takes ``cfg.distill_steps`` Adam steps (``cfg.distill_lr``) on minibatches of
-    ``cfg.distill_batch`` states; the optimizer carries over between calls. Cost: distill_steps forward/backward
-    passes of the network on distill_batch states."""
+    S = the states of the reference's replay buffer, plus, if ``cfg.distill_policy_states`` = n > 0, n states
+    per L step (from the second on) visited by the greedy policy of the network being compressed (DAgger, Ross
+    et al. 2011: the compressed agent strays into states the reference rarely visits, and there it must act
+    as the reference would), on episodes seeded from POLICY_SEED0 (disjoint from test and model-selection
+    seeds); half of each minibatch is then drawn from those visited states. Each call takes
+    ``cfg.distill_steps`` Adam steps (``cfg.distill_lr``) on minibatches of ``cfg.distill_batch`` states; the
+    optimizer carries over between calls. Cost: distill_steps forward/backward passes of the network on
+    distill_batch states, plus n environment steps and forward passes (no reward is used)."""
 
     def __init__(self, cfg: DQNConfig, ref: Reference, seed: int = 0):
-        self.cfg = cfg
+        self.cfg, self.seed = cfg, seed
+        self.reference = ref.network()
         self.states = torch.from_numpy(ref.replay().states())
         with torch.no_grad():
-            self.targets = ref.network()(self.states)
+            self.targets = self.reference(self.states)
+        self.visited = torch.empty(0, self.states.shape[1])
+        self.visited_targets = torch.empty(0, self.targets.shape[1])
+        self.episodes = 0
         self.gen = torch.Generator().manual_seed(seed)
         self.opt: torch.optim.Optimizer | None = None
         self.model: torch.nn.Module | None = None
+        self.env: gym.Env | None = None
+
+    def visit(self, model: torch.nn.Module, n: int) -> None:
+        """Add n states visited by model's greedy policy, labelled with the reference's Q-values."""
+        if self.env is None:
+            self.env = gym.make(self.cfg.env_id)
+        seed0 = POLICY_SEED0 + 100_000 * self.seed
+        obs, _ = self.env.reset(seed=seed0 + self.episodes)
+        states = np.empty((n, self.states.shape[1]), dtype=np.float32)
+        with torch.no_grad():
+            for i in range(n):
+                states[i] = obs
+                obs, _, terminated, truncated, _ = self.env.step(int(model(torch.from_numpy(states[i:i + 1])).argmax()))
+                if terminated or truncated:
+                    self.episodes += 1
+                    obs, _ = self.env.reset(seed=seed0 + self.episodes)
+            s = torch.from_numpy(states)
+            self.visited = torch.cat([self.visited, s])
+            self.visited_targets = torch.cat([self.visited_targets, self.reference(s)])
 
     def __call__(self, model: torch.nn.Module, lc_penalty: Callable[[], torch.Tensor], step: int) -> None:
         if self.opt is None or self.model is not model:
             self.model, self.opt = model, torch.optim.Adam(model.parameters(), lr=self.cfg.distill_lr)
-        n = len(self.states)
+        if self.cfg.distill_policy_states and step > 0:
+            self.visit(model, self.cfg.distill_policy_states)
+        n, m, b = len(self.states), len(self.visited), self.cfg.distill_batch
         for _ in range(self.cfg.distill_steps):
-            idx = torch.randint(n, (self.cfg.distill_batch,), generator=self.gen)
-            loss = distill_loss(model(self.states[idx]), self.targets[idx], self.cfg.distill_value_weight)
+            idx = torch.randint(n, (b - b // 2 if m else b,), generator=self.gen)
+            s, t = self.states[idx], self.targets[idx]
+            if m:
+                jdx = torch.randint(m, (b // 2,), generator=self.gen)
+                s, t = torch.cat([s, self.visited[jdx]]), torch.cat([t, self.visited_targets[jdx]])
+            loss = distill_loss(model(s), t, self.cfg.distill_value_weight, self.cfg.distill_action_weight)
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             self.opt.step()

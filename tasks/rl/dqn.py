@@ -55,6 +55,9 @@ class DQNConfig:
     distill_lr: float = 1e-3               # offline L step: Adam learning rate
     distill_batch: int = 256               # offline L step: states per gradient step
     distill_value_weight: float = 0.01     # offline L step: weight β of the state value vs the advantages
+    distill_action_weight: float = 0.0     # offline L step: weight α of the cross-entropy on the greedy action
+    distill_policy_states: int = 0         # offline L step: states visited by the network's own greedy policy
+                                           # added per L step (DAgger); 0 = the reference's buffer only
 
     def __post_init__(self):
         if self.target_update not in ("soft", "hard"):

@@ -22,10 +22,11 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-__all__ = ["Evaluation", "evaluate", "TEST_SEED0", "SELECT_SEED0"]
+__all__ = ["Evaluation", "evaluate", "TEST_SEED0", "SELECT_SEED0", "POLICY_SEED0"]
 
 TEST_SEED0 = 10_000          # test episodes use seeds TEST_SEED0, TEST_SEED0 + 1, …
 SELECT_SEED0 = 1_000_000     # model selection during reference training uses a disjoint range
+POLICY_SEED0 = 2_000_000     # episodes of the DAgger L step (tasks.qnetwork.DistillLStep), disjoint from both
 
 
 @dataclass(frozen=True)

@@ -145,6 +145,10 @@ def test_distillation_loss_splits_q_into_advantage_and_value():
     assert float(qn.distill_loss(q, q_ref, 1.0)) == pytest.approx(float(torch.nn.functional.mse_loss(q, q_ref)))
     shifted = q_ref + torch.arange(7.0)[:, None]          # same advantages, other state values
     assert float(qn.distill_loss(shifted, q_ref, 0.0)) == pytest.approx(0.0, abs=1e-10)
+    # α × cross-entropy on the reference's greedy action, by hand: −log softmax(q)[argmax q_ref]
+    ce = float(-(q.log_softmax(1)[torch.arange(7), q_ref.argmax(1)]).mean())
+    assert float(qn.distill_loss(q, q_ref, 1.0, 0.5)) == pytest.approx(
+        float(torch.nn.functional.mse_loss(q, q_ref)) + 0.5 * ce, rel=1e-6)
 
 
 def test_offline_lc_quantization_gives_at_most_k_values_per_layer(ref):
@@ -155,3 +159,21 @@ def test_offline_lc_quantization_gives_at_most_k_values_per_layer(ref):
     assert all(params[n].detach().unique().numel() <= 4 for n in WEIGHTS)
     assert params["0.bias"].detach().unique().numel() > 4                  # biases are not compressed
     assert history[-1].ratio > 10
+
+
+def test_dagger_l_step_adds_the_policys_states_labelled_by_the_reference(ref):
+    cfg = dataclasses.replace(ref.cfg, distill_policy_states=50, distill_steps=5)
+    l_step = qn.DistillLStep(cfg, ref, seed=0)
+    net = ref.network()
+    penalty = lambda: 0.0 * sum((p ** 2).sum() for p in net.parameters())      # noqa: E731
+    l_step(net, penalty, 0)
+    assert len(l_step.visited) == 0                         # the first L step (w = reference) visits nothing
+    for j in (1, 2):
+        l_step(net, penalty, j)
+    assert len(l_step.visited) == 100 and len(l_step.states) == len(ref.replay().states())
+    with torch.no_grad():
+        assert torch.allclose(l_step.visited_targets, ref.network()(l_step.visited))
+    # the states are those the greedy policy visits, episodes seeded from POLICY_SEED0: replay the first one
+    env = gym.make("CartPole-v1")
+    obs, _ = env.reset(seed=qn.POLICY_SEED0)
+    assert np.allclose(l_step.visited[0].numpy(), obs)
