@@ -170,7 +170,7 @@ def reference(cfg: DQNConfig, cache_dir: str | Path | None = None) -> Reference:
     atomically), and one whose stored config differs from ``cfg`` is an error."""
     path = Path(cache_dir or default_cache_dir()) / f"{cfg.env_id}-{config_hash(cfg)}.pt"
     if path.exists():
-        obj = torch.load(path, weights_only=False)
+        obj = torch.load(path, weights_only=True)              # tensors, arrays, numbers: runs no code
         if {k: obj["config"].get(k) for k in training_fields(cfg)} != training_fields(cfg):
             from lc import CompressionError
             raise CompressionError(f"{path} holds a reference of another config; move it away")
