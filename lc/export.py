@@ -85,11 +85,16 @@ def _low_rank_linear(layer: nn.Linear, u: torch.Tensor, v: torch.Tensor) -> nn.M
     kw = {"device": layer.weight.device, "dtype": layer.weight.dtype}
     first = nn.Linear(layer.in_features, r, bias=False, **kw)
     second = nn.Linear(r, layer.out_features, bias=layer.bias is not None, **kw)
+    return _pair(first, second, v, u, layer.bias)
+
+
+def _pair(first: nn.Module, second: nn.Module, w1: torch.Tensor, w2: torch.Tensor, bias) -> nn.Sequential:
+    """first → second, with their weights set to the factors and the original layer's bias on the second."""
     with torch.no_grad():
-        first.weight.copy_(v)
-        second.weight.copy_(u)
-        if layer.bias is not None:
-            second.bias.copy_(layer.bias)
+        first.weight.copy_(w1)
+        second.weight.copy_(w2)
+        if bias is not None:
+            second.bias.copy_(bias)
     return nn.Sequential(first, second)
 
 
@@ -108,12 +113,7 @@ def _low_rank_conv(layer: nn.Conv2d, u: torch.Tensor, v: torch.Tensor, scheme: i
         second = nn.Conv2d(r, o, (kh, 1), (sh, 1), (ph, 0), (dh, 1), bias=bias, **kw_)
         w1 = v.reshape(r, i, 1, kw)
         w2 = u.reshape(o, kh, r).permute(0, 2, 1).reshape(o, r, kh, 1)
-    with torch.no_grad():
-        first.weight.copy_(w1)
-        second.weight.copy_(w2)
-        if layer.bias is not None:
-            second.bias.copy_(layer.bias)
-    return nn.Sequential(first, second)
+    return _pair(first, second, w1, w2, layer.bias)
 
 
 def _factors(task, state):
