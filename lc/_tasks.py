@@ -12,7 +12,7 @@ from .compression._base import Compression, State
 from .compression.additive import Additive, AdditiveStep
 from .params import Param, View
 
-__all__ = ["Task", "Viewed", "Context", "build_tasks", "c_step"]
+__all__ = ["Task", "Viewed", "Context", "build_tasks", "c_step", "model_ratio"]
 
 
 @dataclass(frozen=True)
@@ -150,6 +150,15 @@ def _task_compression(value, param: Param, context: Context):
     value.check()
     parts = tuple(viewed(v) for v in value.parts)
     return parts[0] if len(parts) == 1 else AdditiveStep(parts, value.c_step_reps, value.tol)
+
+
+def model_ratio(model: torch.nn.Module, tasks: Sequence[Task], bits: int) -> float:
+    """Nominal compression ratio of the whole model: 32 × (all parameters) / (``bits`` of the compressed tasks +
+    32 × the parameters in no task)."""
+    compressed = {n for t in tasks for n in t.param_names}
+    total = sum(p.numel() for p in model.parameters())
+    rest = sum(p.numel() for n, p in model.named_parameters() if n not in compressed)
+    return 32 * total / max(bits + 32 * rest, 1)
 
 
 def build_tasks(model: torch.nn.Module, compression_tasks: Mapping, example_input=None) -> list[Task]:

@@ -17,7 +17,7 @@ import torch
 
 from . import _checkpoint
 from ._errors import CompressionError
-from ._tasks import Task, build_tasks, c_step
+from ._tasks import Task, build_tasks, c_step, model_ratio
 from .compression._base import State
 
 __all__ = ["Algorithm", "StepRecord", "geometric_mu"]
@@ -180,10 +180,7 @@ class Algorithm:
             self._save_checkpoint()
 
     def _ratio(self, bits: int) -> float:
-        compressed = {n for t in self.tasks for n in t.param_names}
-        total = sum(p.numel() for p in self.model.parameters())
-        rest = sum(p.numel() for n, p in self.model.named_parameters() if n not in compressed)
-        return 32 * total / max(bits + 32 * rest, 1)
+        return model_ratio(self.model, self.tasks, bits)
 
     # ----------------------------------------------------------------------------------------- weights
     def _named_params(self):

@@ -37,7 +37,7 @@ import torch
 
 from . import _packing
 from ._errors import CompressionError
-from ._tasks import Task, Viewed, build_tasks, c_step
+from ._tasks import Task, Viewed, build_tasks, c_step, model_ratio
 from .compression._base import Compression, State
 from .compression import additive
 from .params import View
@@ -100,6 +100,10 @@ class Compressed:
     @property
     def bits(self) -> int:
         return sum(s.bits for s in self.states)
+
+    def ratio(self, model: torch.nn.Module) -> float:
+        """Nominal compression ratio of the whole ``model``, as in the LC history (every parameter counted)."""
+        return model_ratio(model, self.tasks, self.bits)
 
 
 def nominal_bits(model: torch.nn.Module, compressed) -> int:

@@ -295,7 +295,4 @@ def project(model: torch.nn.Module, compression_tasks: Mapping) -> float:
     of the whole model. ``compression_tasks`` should name parameters by string so it applies to any copy."""
     compressed = lc.Compressed.direct(model, compression_tasks)
     compressed.apply(model)
-    done = {n for t in compressed.tasks for n in t.param_names}
-    total = sum(p.numel() for p in model.parameters())
-    rest = sum(p.numel() for n, p in model.named_parameters() if n not in done)
-    return 32 * total / (compressed.bits + 32 * rest)
+    return compressed.ratio(model)

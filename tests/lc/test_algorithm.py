@@ -57,6 +57,7 @@ def test_l0_pruning_run(reference_error):
     # the ratio counts every parameter: 2048 + 320 weights compressed, 42 biases dense
     bits = history[-1].bits
     assert history[-1].ratio == pytest.approx(32 * 2410 / (bits + 32 * 42))
+    assert lc.Compressed.of(algorithm).ratio(net) == history[-1].ratio
 
 
 def test_penalty_value_gradient_and_multipliers():
