@@ -6,6 +6,7 @@
 """
 from ._errors import CompressionError
 from .algorithm import Algorithm, StepRecord, geometric_mu
+from .callbacks import KeepBest
 from .compression import (AdaptiveQuantization, Additive, AffineQuantization, BinaryQuantization, Compression,
                           ConstraintL0Pruning, ConstraintL1Pruning, LowRank, PenaltyL0Pruning, PenaltyL1Pruning,
                           RankBudget, RankSelection, ScaledBinaryQuantization, ScaledTernaryQuantization, State)
@@ -17,7 +18,7 @@ from .storage import Compressed, load, nominal_bits, save
 __version__ = "0.1.0"
 
 __all__ = [
-    "Algorithm", "StepRecord", "geometric_mu", "CompressionError",
+    "Algorithm", "StepRecord", "geometric_mu", "KeepBest", "CompressionError",
     "Param", "View", "AsVector", "AsIs",
     "Compression", "State", "Additive",
     "Compressed", "save", "load", "nominal_bits", "export", "measure",

@@ -287,3 +287,50 @@ def test_additive_task_in_the_loop():
     algorithm.run()
     assert int((net[0].weight != 0).sum()) <= 100
     assert algorithm.states[0].bits == sum(p.bits for p in algorithm.states[0].parts)
+
+
+def test_keep_best_restores_the_best_steps_compressed_model(tmp_path):
+    net = digits.reference()
+    scores = iter([0.2, 0.9, 0.4, 0.9, 0.1])                 # step 1 is best; step 3 ties and must not replace it
+    snapshots = {}
+
+    def snapshot(a, r):                                      # an independent record of every step's Δ-model
+        with a.compressed():
+            snapshots[r.step] = {k: v.clone() for k, v in a.model.state_dict().items()}
+
+    best = lc.KeepBest()
+    algorithm = lc.Algorithm(net, prune_tasks(net), lc.geometric_mu(1e-2, 1.5, 4), digits.l_step(epochs=1),
+                             lambda m: next(scores), callbacks=[snapshot, best])
+    algorithm.run()
+    assert (best.step, best.value, best.record.step) == (1, 0.9, 1)
+    assert not torch.equal(snapshots[1]["0.weight"], net[0].weight.detach())     # the last step differs
+    best.restore(net)
+    for k, v in snapshots[1].items():
+        assert torch.equal(net.state_dict()[k], v), k
+    assert int((net[0].weight != 0).sum()) <= 100 and int((net[2].weight != 0).sum()) <= 40
+    for n, d in best.compressed.deltas().items():            # Θ of that step, as lc.save needs it
+        assert torch.equal(dict(net.named_parameters())[n].detach(), d)
+    lc.save(tmp_path / "best.lc", net, best.compressed)
+    fresh = digits.make_net()
+    lc.load(tmp_path / "best.lc", fresh)
+    assert digits.test_error(fresh) == digits.test_error(net)
+
+
+def test_keep_best_lower_start_score_and_errors():
+    net = digits.reference()
+    best = lc.KeepBest(score=lambda r: r.evaluation["loss"], higher=False, start=1)
+    losses = iter([0.0, 3.0, 1.0, 2.0])                      # step 0 (skipped by start=1) would win otherwise
+    lc.Algorithm(net, prune_tasks(net), [1e-2, 2e-2, 4e-2], digits.l_step(epochs=1),
+                 lambda m: {"loss": next(losses)}, callbacks=[best]).run()
+    assert (best.step, best.value) == (2, 1.0)
+
+    with pytest.raises(lc.CompressionError, match="no step yet"):
+        lc.KeepBest().restore(net)
+    with pytest.raises(lc.CompressionError, match="start"):
+        lc.KeepBest(start=-1)
+    trained = []                                              # raised at step 0, before any L step
+    net = digits.reference()
+    with pytest.raises(lc.CompressionError, match="not a number"):
+        lc.Algorithm(net, prune_tasks(net), [1e-2], lambda *a: trained.append(1),
+                     lambda m: "good", callbacks=[lc.KeepBest()]).run()
+    assert trained == []
