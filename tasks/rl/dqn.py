@@ -50,7 +50,7 @@ class DQNConfig:
     lc_steps: int = 2_000                  # online L step: environment steps per L step
     lc_lr: float = 2e-4                    # online L step: Adam learning rate
     lc_eps: float = 0.02                   # online L step: ε of the behaviour policy
-    lc_penalty_step: float = 0.5           # both L steps: step size η of the gradient step on the LC penalty
+    lc_penalty_step: float = 0.5           # both L steps: step size η of the proximal step on the LC penalty
     distill_steps: int = 500               # offline L step: gradient steps per L step
     distill_lr: float = 1e-3               # offline L step: Adam learning rate
     distill_batch: int = 256               # offline L step: states per gradient step
@@ -65,21 +65,18 @@ class DQNConfig:
             raise CompressionError(f"target_update={self.target_update!r}: use 'soft' or 'hard'")
 
 
-def penalty_step(model: nn.Module, penalty: Callable[[], torch.Tensor], eta: float) -> None:
-    """w ← w − η ∇_w penalty(w): a plain gradient step on the LC penalty μ/2‖w − Δ(Θ) − λ/μ‖², which moves w by
-    the fraction ημ of its distance to the target (stable for ημ < 2).
+def penalty_step(model: nn.Module, penalty, eta: float) -> None:
+    """The proximal step on the LC penalty μ/2‖w − Δ(Θ) − λ/μ‖² (``penalty.prox_(eta)``, see lc's ``Penalty``):
+    moves w the fraction ημ/(1 + ημ) of its distance to the target, stable for every μ. ``model`` is unused
+    (the penalty knows its weights); kept so both L steps read alike.
 
     The L steps take Adam steps on the task loss and this step on the penalty (decoupled, as AdamW decouples
     weight decay). Adding the penalty to the loss that Adam sees would not work: Adam's per-coordinate scaling
     moves each weight by about the learning rate whatever the size of its gradient, so wherever the task
     gradient is small (near the reference, where the loss is flat) every weight is pulled towards Δ(Θ) at the
-    same fixed rate, whatever μ — the μ schedule loses its meaning and LC degenerates into projection."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    grads = torch.autograd.grad(penalty(), params, allow_unused=True)
-    with torch.no_grad():
-        for p, g in zip(params, grads):
-            if g is not None:
-                p.sub_(eta * g)
+    same fixed rate, whatever μ — the μ schedule loses its meaning and LC degenerates into projection. A plain
+    gradient step instead (used before) diverges once ημ > 2, which capped the μ schedule."""
+    penalty.prox_(eta)
 
 
 def mlp(obs_dim: int, hidden: tuple[int, ...], n_actions: int) -> nn.Sequential:

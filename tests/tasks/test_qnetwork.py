@@ -130,14 +130,17 @@ def test_offline_lc_gives_the_declared_structure_and_recovers_the_policy(ref):
     assert agree_lc > agree_naive and agree_lc > 0.9
 
 
-def test_penalty_step_moves_w_by_eta_mu_of_its_distance():
+def test_penalty_step_is_the_proximal_step_on_the_penalty_alone():
+    from lc.algorithm import Penalty
     net = torch.nn.Linear(3, 2)
-    w0 = net.weight.detach().clone()
-    target, mu = torch.ones_like(w0), 0.4
-    penalty = lambda: mu / 2 * ((net.weight - target) ** 2).sum()        # noqa: E731
-    qn.penalty_step(net, penalty, eta=0.5)
-    assert torch.allclose(net.weight, w0 - 0.5 * mu * (w0 - target))
-    assert net.bias.grad is None                                          # untouched by the penalty
+    w0, b0 = net.weight.detach().clone(), net.bias.detach().clone()
+    target = torch.ones_like(w0)
+    for mu in (0.4, 40.0):                                                # ημ = 0.2 and 20 (a gradient step diverges)
+        net.weight.data.copy_(w0)
+        qn.penalty_step(net, Penalty(mu, [(net.weight, target)]), eta=0.5)
+        f = 0.5 * mu / (1 + 0.5 * mu)
+        assert torch.allclose(net.weight, w0 + f * (target - w0))
+        assert torch.equal(net.bias.detach(), b0) and net.bias.grad is None   # untouched by the penalty
 
 
 def test_distillation_loss_splits_q_into_advantage_and_value():
