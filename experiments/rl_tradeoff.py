@@ -8,7 +8,10 @@ compression, mean ± std over seeds, for quantization (k = 2, 4, 16), pruning, l
 A seed sets the L step's environment, exploration and minibatch streams (the reference is the same for all);
 naive compression is deterministic, so its spread over seeds is zero. Every run is tested on ``--episodes``
 episodes with the test seeds; during LC each step is evaluated on ``--eval-episodes`` episodes with the
-model-selection seeds. Finished runs are appended to rows.jsonl and skipped when the command is run again;
+model-selection seeds, and the network reported is the step with the best of those validation returns
+(``--select best``, :class:`lc.KeepBest`; every step's Δ(Θ) is a compressed network of the same ratio, and the
+reference itself is the best of its training snapshots by the same kind of validation) or the last step
+(``--select last``); the last step's test return is recorded either way. Finished runs are appended to rows.jsonl and skipped when the command is run again;
 compressed networks are saved in nets/ (for experiments.rl_costs). Writes rows.csv, rows.jsonl, tradeoff.png.
 """
 from __future__ import annotations
@@ -26,6 +29,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+import lc  # noqa: E402
 from tasks import qnetwork as qn  # noqa: E402
 
 from . import rl_common as rc  # noqa: E402
@@ -44,7 +48,10 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=16, help="LC steps (length of the μ schedule)")
     ap.add_argument("--mu0", type=float, default=1e-3)
     ap.add_argument("--multiplier", type=float, default=1.5)
-    ap.add_argument("--eval-episodes", type=int, default=10, help="episodes of the per-step LC evaluation")
+    ap.add_argument("--eval-episodes", type=int, default=20, help="validation episodes of the per-step LC evaluation "
+                    "(model-selection seeds, as the reference's selection)")
+    ap.add_argument("--select", choices=("best", "last"), default="best", help="report the LC step with the best "
+                    "validation return (lc.KeepBest; the reference was selected the same way) or the last step")
     ap.add_argument("--policy-states", type=int, default=None, help="offline L step: states of the compressed "
                     "policy added per L step (DAgger; default: the config's distill_policy_states)")
     ap.add_argument("--action-weight", type=float, default=None, help="offline L step: weight of the cross-entropy "
@@ -82,14 +89,21 @@ def main(argv=None):
                     net, ratio = rc.naive(ref, scheme)
                     lc_info = {}
                 else:
+                    best = lc.KeepBest()
                     net, history = rc.lc_run(ref, scheme, method.removeprefix("lc-"), seed=seed, mu0=args.mu0,
                                              multiplier=args.multiplier, steps=args.steps,
-                                             eval_episodes=args.eval_episodes,
+                                             eval_episodes=args.eval_episodes, callbacks=[best],
                                              distill_policy_states=args.policy_states,
                                              distill_action_weight=args.action_weight)
                     ratio = history[-1].ratio
+                    last = qn.evaluate(net, ref.cfg.env_id, args.episodes)
+                    if args.select == "best":
+                        best.restore(net)
+                        ratio = best.record.ratio
                     lc_info = {"lc_steps": len(history) - 1, "mu_last": history[-1].mu,
                                "distance_last": sum(history[-1].distance.values()),
+                               "select": args.select, "selected_step": best.step if args.select == "best"
+                               else history[-1].step, "last_return_mean": last.mean, "last_return_std": last.std,
                                "select_returns": json.dumps([h.evaluation for h in history])}
                 ev = qn.evaluate(net, ref.cfg.env_id, args.episodes)
                 key = f"{scheme.name}_{method}_{seed}".replace("=", "-")

@@ -180,3 +180,32 @@ def test_dagger_l_step_adds_the_policys_states_labelled_by_the_reference(ref):
     env = gym.make("CartPole-v1")
     obs, _ = env.reset(seed=qn.POLICY_SEED0)
     assert np.allclose(l_step.visited[0].numpy(), obs)
+
+
+def test_rl_tradeoff_reports_the_validation_selected_step(ref, tmp_path, monkeypatch):
+    """Study 3's command on CartPole: the LC row is the step with the best validation return (its saved network
+    gives the reported test return), the last step's test return is kept beside it, and a rerun skips done runs."""
+    import json
+    from experiments import rl_tradeoff
+    cache = tmp_path / "cache" / "qnetwork"
+    cache.mkdir(parents=True)
+    (cache / ref.path.name).write_bytes(ref.path.read_bytes())
+    monkeypatch.setenv("LC_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "out"
+    argv = ["--env", "cartpole", "--schemes", "pruning=0.2", "--methods", "naive", "lc-offline", "--seeds", "0",
+            "--steps", "4", "--episodes", "5", "--eval-episodes", "3", "--out", str(out)]
+    rl_tradeoff.main(argv)
+    rows = {r["method"]: r for r in map(json.loads, (out / "rows.jsonl").read_text().splitlines())}
+    assert set(rows) == {"reference", "naive", "lc-offline"}
+    row = rows["lc-offline"]
+    validation = json.loads(row["select_returns"])
+    assert len(validation) == 5 and row["selected_step"] == int(np.argmax(validation))  # first of the best
+    net = ref.network()
+    net.load_state_dict(torch.load(out / row["net"], weights_only=True))
+    assert qn.evaluate(net, "CartPole-v1", episodes=5).mean == row["return_mean"]
+    assert int(sum((p != 0).sum() for n, p in net.named_parameters() if n.endswith("weight"))) <= \
+        round(0.2 * sum(p.numel() for n, p in net.named_parameters() if n.endswith("weight")))
+    assert "last_return_mean" in row and (row["selected_step"] != 4 or row["last_return_mean"] == row["return_mean"])
+    before = (out / "rows.jsonl").read_text()
+    rl_tradeoff.main(argv)                                   # everything done: nothing is rerun
+    assert (out / "rows.jsonl").read_text() == before
