@@ -45,9 +45,9 @@ def main(argv=None):
     ap.add_argument("--schemes", nargs="+", default=SCHEMES, help="FAMILY=VALUE, see rl_common.parse_scheme")
     ap.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
     ap.add_argument("--seeds", type=int, nargs="+", default=(0, 1, 2))
-    ap.add_argument("--steps", type=int, default=16, help="LC steps (length of the μ schedule)")
+    ap.add_argument("--steps", type=int, default=30, help="LC steps (length of the μ schedule)")
     ap.add_argument("--mu0", type=float, default=1e-3)
-    ap.add_argument("--multiplier", type=float, default=1.5)
+    ap.add_argument("--multiplier", type=float, default=1.25)
     ap.add_argument("--eval-episodes", type=int, default=20, help="validation episodes of the per-step LC evaluation "
                     "(model-selection seeds, as the reference's selection)")
     ap.add_argument("--select", choices=("best", "last"), default="best", help="report the LC step with the best "
@@ -56,6 +56,8 @@ def main(argv=None):
                     "policy added per L step (DAgger; default: the config's distill_policy_states)")
     ap.add_argument("--action-weight", type=float, default=None, help="offline L step: weight of the cross-entropy "
                     "on the reference's greedy action (default: the config's distill_action_weight)")
+    ap.add_argument("--regret-weight", type=float, default=None, help="offline L step: weight of the expected "
+                    "regret of the softmax policy (default: the config's distill_regret_weight)")
     ap.add_argument("--out", default="results/rl/tradeoff")
     ap.add_argument("--plot-only", action="store_true", help="only redraw tradeoff.png from --out's rows")
     args = ap.parse_args(argv)
@@ -94,7 +96,8 @@ def main(argv=None):
                                              multiplier=args.multiplier, steps=args.steps,
                                              eval_episodes=args.eval_episodes, callbacks=[best],
                                              distill_policy_states=args.policy_states,
-                                             distill_action_weight=args.action_weight)
+                                             distill_action_weight=args.action_weight,
+                                             distill_regret_weight=args.regret_weight)
                     ratio = history[-1].ratio
                     last = qn.evaluate(net, ref.cfg.env_id, args.episodes)
                     if args.select == "best":
@@ -113,6 +116,7 @@ def main(argv=None):
                        "seconds": time.perf_counter() - t0, "net": f"nets/{key}.pt",
                        "mu0": args.mu0, "multiplier": args.multiplier, "policy_states": args.policy_states,
                        "action_weight": args.action_weight,
+                       "regret_weight": args.regret_weight, "l_step_config": json.dumps(rc.config_row(ref.cfg)),
                        **lc_info}
                 rows.append(row)
                 rc.write_rows(rows, out)

@@ -56,6 +56,8 @@ class DQNConfig:
     distill_batch: int = 256               # offline L step: states per gradient step
     distill_value_weight: float = 0.01     # offline L step: weight β of the state value vs the advantages
     distill_action_weight: float = 0.0     # offline L step: weight α of the cross-entropy on the greedy action
+    distill_regret_weight: float = 0.0     # offline L step: weight ρ of the expected regret of the softmax policy
+    distill_temperature: float = 0.1       # offline L step: temperature τ of that softmax policy
     distill_policy_states: int = 0         # offline L step: states visited by the network's own greedy policy
                                            # added per L step (DAgger); 0 = the reference's buffer only
 
@@ -158,7 +160,8 @@ class Agent:
 
     ``train(steps, penalty=None, eps=None, hook=None)`` continues training for ``steps`` environment steps; it
     may be called repeatedly (the environment, buffer, target network, optimizer and random streams carry on).
-    ``penalty()`` (e.g. LC's ``lc_penalty``) is added to the TD loss; ``eps`` fixes ε (else the schedule);
+    ``penalty`` (LC's ``lc_penalty``) is minimised with the TD loss: after every Adam step on the TD loss, a
+    proximal step on the penalty (:func:`penalty_step`); ``eps`` fixes ε (else the schedule);
     ``hook(agent)`` runs after every environment step (the fine-tuning baselines compress weights there).
     """
 
@@ -185,7 +188,7 @@ class Agent:
         with torch.no_grad():
             return int(self.q(torch.from_numpy(np.asarray(obs, np.float32))).argmax())
 
-    def train(self, steps: int, *, penalty: Callable[[], torch.Tensor] | None = None, eps: float | None = None,
+    def train(self, steps: int, *, penalty=None, eps: float | None = None,
               hook: Callable[["Agent"], None] | None = None) -> None:
         cfg = self.cfg
         for _ in range(steps):

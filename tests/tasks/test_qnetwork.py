@@ -154,6 +154,22 @@ def test_distillation_loss_splits_q_into_advantage_and_value():
         float(torch.nn.functional.mse_loss(q, q_ref)) + 0.5 * ce, rel=1e-6)
 
 
+def test_distillation_regret_term_by_hand():
+    q_ref = torch.tensor([[1.0, 3.0, 2.0], [0.0, 0.0, 5.0]])
+    q = torch.tensor([[0.2, 0.1, 0.0], [1.0, 1.0, 1.0]])
+    tau, rho = 0.1, 2.0
+    # state 1: π = softmax(q/τ), regrets (2, 0, 1); state 2: π uniform, regrets (5, 5, 0)
+    p1 = torch.softmax(torch.tensor([2.0, 1.0, 0.0]), 0)
+    expected = float((p1 * torch.tensor([2.0, 0.0, 1.0])).sum() + 10 / 3) / 2
+    base = float(qn.distill_loss(q, q_ref, 1.0))
+    assert float(qn.distill_loss(q, q_ref, 1.0, 0.0, rho, tau)) == pytest.approx(base + rho * expected, rel=1e-6)
+    # the reference itself at a low temperature has (almost) no regret; a policy of its worst actions the most
+    assert float(qn.distill_loss(q_ref, q_ref, 1.0, 0.0, 1.0, 0.01)) == pytest.approx(0.0, abs=1e-6)
+    worst = -q_ref * 100
+    assert float(qn.distill_loss(worst, q_ref, 0.0, 0.0, 1.0, 1.0)) - float(qn.distill_loss(worst, q_ref, 0.0)) == \
+        pytest.approx((2.0 + 5.0) / 2, rel=1e-4)
+
+
 def test_offline_lc_quantization_gives_at_most_k_values_per_layer(ref):
     net = ref.network()
     tasks = {lc.Param(n): (lc.AsVector, lc.AdaptiveQuantization(k=4)) for n in WEIGHTS}
@@ -168,7 +184,8 @@ def test_dagger_l_step_adds_the_policys_states_labelled_by_the_reference(ref):
     cfg = dataclasses.replace(ref.cfg, distill_policy_states=50, distill_steps=5)
     l_step = qn.DistillLStep(cfg, ref, seed=0)
     net = ref.network()
-    penalty = lambda: 0.0 * sum((p ** 2).sum() for p in net.parameters())      # noqa: E731
+    from lc.algorithm import Penalty
+    penalty = Penalty(0.0, [])                              # no penalty: the L step alone
     l_step(net, penalty, 0)
     assert len(l_step.visited) == 0                         # the first L step (w = reference) visits nothing
     for j in (1, 2):
