@@ -117,6 +117,25 @@ def lc_run(ref: qn.Reference, scheme: Scheme, l_step: str, *, seed: int, mu0: fl
     return net, algorithm.run()
 
 
+def l_step_overrides(cfg, items: list[str]) -> dict:
+    """``["distill_steps=1000", …]`` → ``{"distill_steps": 1000, …}``: L-step fields (``lc_*``, ``distill_*``) of
+    ``cfg`` only, converted to the field's type; any other field would need another reference."""
+    fields = {f.name: f for f in dataclasses.fields(cfg)}
+    out = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or name not in fields or not name.startswith(("lc_", "distill_")):
+            allowed = sorted(n for n in fields if n.startswith(("lc_", "distill_")))
+            raise lc.CompressionError(f"--set {item!r}: write FIELD=VALUE with FIELD an L-step field of "
+                                      f"{type(cfg).__name__}: {', '.join(allowed)}")
+        kind = type(getattr(cfg, name))
+        try:
+            out[name] = kind(float(value)) if kind is int else kind(value)
+        except ValueError:
+            raise lc.CompressionError(f"--set {item!r}: {value!r} is not a valid {kind.__name__}") from None
+    return out
+
+
 def common_args(ap) -> None:
     ap.add_argument("--env", choices=sorted(ENVS), default="lunarlander")
     ap.add_argument("--episodes", type=int, default=100, help="test episodes per evaluation (study: 100)")

@@ -58,6 +58,8 @@ def main(argv=None):
                     "on the reference's greedy action (default: the config's distill_action_weight)")
     ap.add_argument("--regret-weight", type=float, default=None, help="offline L step: weight of the expected "
                     "regret of the softmax policy (default: the config's distill_regret_weight)")
+    ap.add_argument("--set", nargs="+", default=[], metavar="FIELD=VALUE", help="override L-step fields of the "
+                    "config (lc_*, distill_*), e.g. --set distill_steps=1000 distill_temperature=0.2")
     ap.add_argument("--out", default="results/rl/tradeoff")
     ap.add_argument("--plot-only", action="store_true", help="only redraw tradeoff.png from --out's rows")
     args = ap.parse_args(argv)
@@ -66,8 +68,22 @@ def main(argv=None):
         return plot(rc.read_rows(out), out / "tradeoff.png")
     rc.setup_logging(out)
     torch.set_num_threads(args.threads)
-    ref = rc.reference(args.env)
+    overrides = rc.l_step_overrides(rc.ENVS[args.env](), args.set)     # checked before anything runs
+    for name, value in (("distill_policy_states", args.policy_states), ("distill_action_weight", args.action_weight),
+                        ("distill_regret_weight", args.regret_weight)):
+        if value is not None:
+            if name in overrides:
+                raise lc.CompressionError(f"{name} is given twice (a flag and --set): give it once")
+            overrides[name] = value
+    settings = json.dumps({"steps": args.steps, "mu0": args.mu0, "multiplier": args.multiplier,
+                           "eval_episodes": args.eval_episodes, "select": args.select, **overrides}, sort_keys=True)
     rows = rc.read_rows(out)
+    other = {r["settings"] for r in rows if r.get("settings", settings) != settings}
+    if other:
+        raise lc.CompressionError(f"{out} holds LC runs made with other settings ({sorted(other)[0]}); these are "
+                                  f"{settings}: give another --out (finished runs are skipped only when the settings "
+                                  "match)")
+    ref = rc.reference(args.env)
     done = {(r["scheme"], r["method"], r["seed"]) for r in rows}
     ref_row = next((r for r in rows if r["method"] == "reference"), None)
     if ref_row is None:
@@ -94,10 +110,7 @@ def main(argv=None):
                     best = lc.KeepBest()
                     net, history = rc.lc_run(ref, scheme, method.removeprefix("lc-"), seed=seed, mu0=args.mu0,
                                              multiplier=args.multiplier, steps=args.steps,
-                                             eval_episodes=args.eval_episodes, callbacks=[best],
-                                             distill_policy_states=args.policy_states,
-                                             distill_action_weight=args.action_weight,
-                                             distill_regret_weight=args.regret_weight)
+                                             eval_episodes=args.eval_episodes, callbacks=[best], **overrides)
                     ratio = history[-1].ratio
                     last = qn.evaluate(net, ref.cfg.env_id, args.episodes)
                     if args.select == "best":
@@ -116,7 +129,8 @@ def main(argv=None):
                        "seconds": time.perf_counter() - t0, "net": f"nets/{key}.pt",
                        "mu0": args.mu0, "multiplier": args.multiplier, "policy_states": args.policy_states,
                        "action_weight": args.action_weight,
-                       "regret_weight": args.regret_weight, "l_step_config": json.dumps(rc.config_row(ref.cfg)),
+                       "regret_weight": args.regret_weight, "set": " ".join(args.set), "settings": settings,
+                       "l_step_config": json.dumps(rc.config_row(ref.cfg)),
                        **lc_info}
                 rows.append(row)
                 rc.write_rows(rows, out)

@@ -226,3 +226,27 @@ def test_rl_tradeoff_reports_the_validation_selected_step(ref, tmp_path, monkeyp
     before = (out / "rows.jsonl").read_text()
     rl_tradeoff.main(argv)                                   # everything done: nothing is rerun
     assert (out / "rows.jsonl").read_text() == before
+
+
+def test_rl_tradeoff_checks_its_settings_before_anything_runs(tmp_path, monkeypatch):
+    import json
+    from experiments import rl_common, rl_tradeoff
+    cfg = qn.LunarLanderConfig()
+    assert rl_common.l_step_overrides(cfg, ["distill_steps=1e3", "distill_temperature=0.2"]) == \
+        {"distill_steps": 1000, "distill_temperature": 0.2}
+    for bad, match in (["total_steps=10"], "L-step field"), (["distill_steps"], "FIELD=VALUE"), \
+                      (["distill_steps=many"], "not a valid int"):
+        with pytest.raises(lc.CompressionError, match=match):
+            rl_common.l_step_overrides(cfg, bad)
+    trained = []
+    monkeypatch.setattr(rl_common, "reference", lambda env: trained.append(env))
+    out = tmp_path / "out"
+    with pytest.raises(lc.CompressionError, match="given twice"):
+        rl_tradeoff.main(["--env", "cartpole", "--regret-weight", "1", "--set", "distill_regret_weight=2",
+                          "--out", str(out)])
+    out.mkdir(exist_ok=True)
+    (out / "rows.jsonl").write_text(json.dumps({"method": "lc-offline", "scheme": "pruning=0.2", "seed": 0,
+                                                "settings": "{\"steps\": 99}"}) + "\n")
+    with pytest.raises(lc.CompressionError, match="other settings"):
+        rl_tradeoff.main(["--env", "cartpole", "--out", str(out)])
+    assert trained == [] and len((out / "rows.jsonl").read_text().splitlines()) == 1   # nothing ran or was lost
