@@ -9,7 +9,7 @@ from .algorithm import Algorithm, StepRecord, geometric_mu
 from .callbacks import KeepBest
 from .compression import (AdaptiveQuantization, Additive, AffineQuantization, BinaryQuantization, Compression,
                           ConstraintL0Pruning, ConstraintL1Pruning, LowRank, PenaltyL0Pruning, PenaltyL1Pruning,
-                          RankBudget, RankSelection, ScaledBinaryQuantization, ScaledTernaryQuantization, State)
+                          PrunedQuantization, RankBudget, RankSelection, ScaledBinaryQuantization, ScaledTernaryQuantization, State)
 from .params import AsIs, AsVector, Param, View
 from . import measure
 from .export import export
@@ -24,6 +24,6 @@ __all__ = [
     "Compressed", "save", "load", "nominal_bits", "export", "measure",
     "ConstraintL0Pruning", "ConstraintL1Pruning", "PenaltyL0Pruning", "PenaltyL1Pruning",
     "AdaptiveQuantization", "BinaryQuantization", "ScaledBinaryQuantization", "ScaledTernaryQuantization",
-    "AffineQuantization",
+    "AffineQuantization", "PrunedQuantization",
     "LowRank", "RankSelection", "RankBudget",
 ]

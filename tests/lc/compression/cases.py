@@ -47,6 +47,11 @@ def distinct_at_most(k):
     return lambda x: x.unique().numel() <= k
 
 
+def pruned_codebook(kappa, k):
+    """At most κ nonzeros, and at most k distinct nonzero values."""
+    return lambda x: int((x != 0).sum()) <= kappa and x[x != 0].unique().numel() <= k
+
+
 def values_in(*allowed):
     return lambda x: bool(torch.isin(x, torch.tensor(allowed, dtype=x.dtype, device=x.device)).all())
 
@@ -90,6 +95,10 @@ CASES = [
     Case(lc.AdaptiveQuantization(k=1), (20,), distinct_at_most(1)),
     Case(lc.AdaptiveQuantization(k=64), (30,), distinct_at_most(64)),
     Case(lc.AdaptiveQuantization(k=5, exact=True), (7, 9), distinct_at_most(5)),
+    Case(lc.PrunedQuantization(kappa=10, k=3), (60,), pruned_codebook(10, 3)),
+    Case(lc.PrunedQuantization(kappa=0, k=2), (12, 5), pruned_codebook(0, 2)),
+    Case(lc.PrunedQuantization(kappa=60, k=4), (12, 5), pruned_codebook(60, 4)),
+    Case(lc.PrunedQuantization(kappa=30, k=1), (6, 8), pruned_codebook(30, 1)),
     Case(lc.BinaryQuantization(), (40,), values_in(-1.0, 1.0)),
     Case(lc.ScaledBinaryQuantization(), (10, 6), symmetric_levels(with_zero=False)),
     Case(lc.ScaledTernaryQuantization(), (50,), symmetric_levels(with_zero=True)),

@@ -1,0 +1,145 @@
+"""Pruning and quantization in one C step: at most κ nonzero weights, their values from a learned codebook.
+
+Deep Compression (Han et al. 2016) prunes, then quantizes what is left, each step greedy given the other. Here the
+C step solves both at once, exactly:
+
+    min_θ ‖w − θ‖²   s.t.   ‖θ‖₀ ≤ κ,   θ_i ∈ {0} ∪ {c_1, …, c_k} for learned c ∈ ℝᵏ.
+
+Why a dynamic programme solves it. Fix the centres {0, c_1, …, c_k}. For values x < y assigned to centres a > b,
+swapping the two assignments does not increase the cost ((x − a)² + (y − b)² ≥ (x − b)² + (y − a)², the squared
+error is Monge) and leaves every centre with as many values as before, so the cardinality constraint still holds.
+Hence some optimal solution assigns **contiguous runs of the sorted values**, and each nonzero centre is the mean
+of its run. Over the sorted values x_1 ≤ … ≤ x_N an optimum is therefore: the first i values cut into a runs (each
+costing its squared deviation about its mean), a zero run x_i … x_{j−1} (costing Σ x²), the values from j on cut
+into b runs, with a + b ≤ k and j − i ≥ N − κ. With L_a(i) the optimal cost of the first i values in at most a runs
+and R_b(j) that of the values from j on (both by the exact 1-D k-means programme of :mod:`._kmeans1d`, one
+divide-and-conquer layer per run count) and S(i) = Σ_{t<i} x_t²,
+
+    cost = min_{a ≤ k} min_{j − i ≥ N − κ} [L_a(i) − S(i)] + [S(j) + R_{k−a}(j)],
+
+a suffix minimum over j for each a. O(kN log N) time, O(kN) memory (N = the number of weights; all of them, so
+that a tie at the pruning threshold can be split).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .._errors import CompressionError
+from ._base import Compression, State
+from ._coding import position_bits
+from ._kmeans1d import _layer, _Prefix
+from .quantization import FLOAT_BITS, _check_finite, _code_bits, _code_dtype, _f32, _is_int, _nearest
+
+__all__ = ["PrunedQuantization"]
+
+
+def _layers(x: np.ndarray, k: int) -> tuple[np.ndarray, list]:
+    """For sorted ``x`` of n values: ``cost[a, i]`` = the optimal cost of x[:i] in exactly a nonempty runs (a = 0…k,
+    i = 0…n; inf where impossible) and ``args[a]`` the argmins of layer a (the start of the last run), by the exact
+    1-D k-means programme. O(kn log n)."""
+    n = x.size
+    cost = np.full((k + 1, n + 1), np.inf)
+    cost[0, 0] = 0.0                                         # no run: only the empty prefix
+    args: list = [None, None]
+    if k >= 1 and n:
+        p = _Prefix(x - x.mean())                            # run costs do not change with a shift
+        idx = np.arange(n + 1)
+        cost[1] = p.cost(np.zeros_like(idx), idx)            # one run: cost(0, i)
+        for a in range(2, min(k, n) + 1):
+            cost[a], arg = _layer(cost[a - 1], p, a, n, a - 1)
+            args.append(arg)
+    return cost, args
+
+
+def _means(x: np.ndarray, i: int, runs: int, args: list, out: np.ndarray) -> None:
+    """Write into out[:i] the mean of each run of the optimal cut of x[:i] into ``runs`` runs."""
+    hi = i
+    for a in range(runs, 0, -1):
+        lo = int(args[a][hi]) if a >= 2 else 0
+        out[lo:hi] = x[lo:hi].mean()
+        hi = lo
+
+
+def solve(x: np.ndarray, kappa: int, k: int) -> np.ndarray:
+    """θ (in the same order) for sorted float64 values ``x``: the exact optimum of the module docstring's problem."""
+    n = x.size
+    s = np.concatenate([[0.0], np.cumsum(x * x)])            # S(i), uncentred: the zero run costs Σ x²
+    left, left_args = _layers(x, k)
+    right, right_args = _layers(-x[::-1], k)                 # runs of the values from the end (reversed, negated)
+    left_le = np.minimum.accumulate(left, axis=0)            # at most a runs
+    right_le = np.minimum.accumulate(right, axis=0)
+    zmin = n - kappa                                         # the zero run holds at least N − κ values
+    i = np.arange(n - zmin + 1)
+    best = (math.inf, 0, 0, 0)
+    for a in range(k + 1):
+        b = s + right_le[k - a][::-1]                        # B(j) = S(j) + R_{k−a}(j), j = 0…N
+        suffix = np.minimum.accumulate(b[::-1])[::-1]        # min_{j' ≥ j} B(j')
+        total = left_le[a][i] - s[i] + suffix[i + zmin]
+        m = int(np.argmin(total))
+        if total[m] < best[0]:
+            best = (float(total[m]), a, m, m + zmin + int(np.argmin(b[m + zmin:])))
+    _, a, i, j = best
+    theta = np.zeros(n)
+    _means(x, i, int(np.argmin(left[:a + 1, i])), left_args, theta)
+    tail = np.zeros(n - j)
+    _means(-x[::-1], n - j, int(np.argmin(right[:k - a + 1, n - j])), right_args, tail)
+    theta[j:] = -tail[::-1]
+    return theta
+
+
+@dataclass(frozen=True)
+class PrunedQuantization(Compression):
+    """Solves min_θ ‖w − θ‖² s.t. ‖θ‖₀ ≤ κ and θ_i ∈ {0} ∪ {c_1…c_k} over codebooks c: keep at most κ weights,
+    their values from one learned codebook of k entries, pruning and quantization solved jointly and exactly (the
+    dynamic programme of this module's docstring). O(kN log N) time, O(kN) memory, on the CPU in numpy.
+
+    Storage: the positions of the nonzeros (the cheaper of a bitmap or a gap code, as for pruning), one
+    ⌈log₂ d⌉-bit code per nonzero and d float32 codebook entries (d ≤ k, the entries used). With κ ≥ N it is
+    adaptive quantization with a free extra level at zero."""
+
+    kappa: int
+    k: int
+
+    def check(self, shape):
+        n = math.prod(shape)
+        if not _is_int(self.kappa) or not 0 <= self.kappa <= n:
+            raise CompressionError(f"PrunedQuantization(kappa={self.kappa!r}) on a tensor of {n} weights: kappa must "
+                                   f"be an integer between 0 and {n} (the number of weights to keep)")
+        if not _is_int(self.k) or self.k < 1:
+            raise CompressionError(f"PrunedQuantization(k={self.k!r}): k is the number of codebook entries for the "
+                                   "kept weights and must be an integer ≥ 1")
+
+    def compress(self, w, mu, previous=None):
+        _check_finite(w, repr(self))
+        flat = w.detach().reshape(-1)
+        order = torch.argsort(flat.cpu().to(torch.float64))
+        x = flat.cpu().to(torch.float64)[order].numpy()
+        theta = torch.zeros(flat.numel(), dtype=torch.float64)
+        theta[order] = torch.from_numpy(solve(x, min(self.kappa, x.size), self.k))
+        support = torch.nonzero(theta, as_tuple=True)[0].to(flat.device)
+        centres = torch.unique(theta[theta != 0])
+        codebook = _f32(centres, w.dtype).to(flat.device)
+        codebook = codebook[codebook != 0]
+        # nearest stored entry for each kept weight: never worse than the runs the programme found
+        codes = _nearest(flat[support], codebook) if codebook.numel() else support.new_zeros(support.numel())
+        used = torch.bincount(codes.long(), minlength=codebook.numel()) > 0
+        if codebook.numel() and not bool(used.all()):           # float32 rounding merged two runs: drop the empty one
+            codebook = codebook[used]
+            codes = _nearest(flat[support], codebook)
+        d = codebook.numel()
+        pos_bits, coding, width = position_bits(support, flat.numel())
+        return State(tensors={"codebook": codebook, "codes": codes.to(_code_dtype(d)), "indices": support},
+                     meta={"shape": list(w.shape), "coding": coding, "width": width,
+                           "encoding": {"codebook": "f32", "codes": f"uint:{_code_bits(d)}", "indices": "positions"}},
+                     bits=pos_bits + support.numel() * _code_bits(d) + FLOAT_BITS * d)
+
+    def decompress(self, state):
+        codebook = state.tensors["codebook"]
+        out = codebook.new_zeros(math.prod(state.meta["shape"]))
+        if codebook.numel():
+            out[state.tensors["indices"]] = codebook[state.tensors["codes"].long()]
+        return out.reshape(state.meta["shape"])
