@@ -56,13 +56,18 @@ def quantization(k: int) -> Scheme:
                                                   for n in weight_names(net)}, ("AdaptiveQuantization",))
 
 
-def pruning(keep: float) -> Scheme:
-    """ℓ0 constraint over all weights together: keep a fraction ``keep`` of them (the largest in LC's sense)."""
+def _all_weights(compression: Callable[[int], lc.Compression]) -> Callable[[torch.nn.Module], dict]:
+    """compression_tasks of one task over all weight matrices together; ``compression(n)`` for n weights."""
     def tasks(net):
         names = weight_names(net)
         n = sum(dict(net.named_parameters())[m].numel() for m in names)
-        return {Param(names): (AsVector, lc.ConstraintL0Pruning(kappa=max(1, round(keep * n))))}
-    return Scheme("pruning", keep, tasks)
+        return {Param(names): (AsVector, compression(n))}
+    return tasks
+
+
+def pruning(keep: float) -> Scheme:
+    """ℓ0 constraint over all weights together: keep a fraction ``keep`` of them (the largest in LC's sense)."""
+    return Scheme("pruning", keep, _all_weights(lambda n: lc.ConstraintL0Pruning(kappa=max(1, round(keep * n)))))
 
 
 def low_rank(fraction: float, layers: str = "hidden") -> Scheme:
@@ -85,12 +90,21 @@ def quant_plus_sparse(keep: float) -> Scheme:
     return Scheme("quant2+sparse", keep, tasks, ("AdaptiveQuantization",))
 
 
+def pruned_quantization(keep: float, k: int = 16) -> Scheme:
+    """Pruning and quantization at once, over all weights together: keep a fraction ``keep`` of them, their
+    values from one learned codebook of k entries (``lc.PrunedQuantization``)."""
+    return Scheme(f"pruned-quant{k}", keep,
+                  _all_weights(lambda n: lc.PrunedQuantization(kappa=max(1, round(keep * n)), k=k)),
+                  ("PrunedQuantization",))
+
+
 def parse_scheme(text: str) -> Scheme:
-    """'quantization=4', 'pruning=0.1', 'low-rank-hidden=0.25', 'low-rank-all=0.5', 'quant2+sparse=0.02'."""
+    """'quantization=4', 'pruning=0.1', 'low-rank-hidden=0.25', 'low-rank-all=0.5', 'quant2+sparse=0.02',
+    'pruned-quant16=0.1' (keep 10%, values from a 16-entry codebook)."""
     family, _, value = text.partition("=")
     makers = {"quantization": lambda v: quantization(int(v)), "pruning": pruning,
               "low-rank-hidden": lambda v: low_rank(v, "hidden"), "low-rank-all": lambda v: low_rank(v, "all"),
-              "quant2+sparse": quant_plus_sparse}
+              "quant2+sparse": quant_plus_sparse, "pruned-quant16": lambda v: pruned_quantization(v, 16)}
     if family not in makers or not value:
         raise lc.CompressionError(f"scheme {text!r}: write FAMILY=VALUE with FAMILY one of {sorted(makers)}")
     return makers[family](float(value))

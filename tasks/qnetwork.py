@@ -67,7 +67,8 @@ class LunarLanderConfig(DQNConfig):
     batch 64, γ = 0.99, soft target τ = 1e-3, a gradient step every 4 environment steps). The offline L step:
     2 000 Adam steps per L step on the reference's buffer plus 20 000 states of the network's own policy per L
     step (DAgger), advantages + 5 × cross-entropy on the reference's action + 10 × expected regret (τ = 0.1);
-    chosen on seeds 0–1 of k = 4 quantization and 10% pruning (docs/qnetworks.md, study 3)."""
+    chosen on seeds 0–1 of k = 4 quantization and keep-10% pruning, seed 2 held out (docs/qnetworks.md, study 3).
+    The same settings serve every scheme."""
 
     env_id: str = "LunarLander-v3"
     total_steps: int = 500_000

@@ -250,3 +250,17 @@ def test_rl_tradeoff_checks_its_settings_before_anything_runs(tmp_path, monkeypa
     with pytest.raises(lc.CompressionError, match="other settings"):
         rl_tradeoff.main(["--env", "cartpole", "--out", str(out)])
     assert trained == [] and len((out / "rows.jsonl").read_text().splitlines()) == 1   # nothing ran or was lost
+
+
+def test_pruned_quantization_scheme_keeps_a_fraction_of_the_weights_on_one_codebook(ref):
+    from experiments import rl_common as rc
+    scheme = rc.parse_scheme("pruned-quant16=0.1")
+    net = ref.network()
+    n = sum(net.get_parameter(w).numel() for w in WEIGHTS)
+    history = lc.Algorithm(net, scheme.tasks(net), lc.geometric_mu(1e-2, 4.0, 2),
+                           qn.DistillLStep(ref.cfg, ref, seed=0)).run()
+    values = torch.cat([net.get_parameter(w).detach().reshape(-1) for w in WEIGHTS])
+    assert int((values != 0).sum()) <= round(0.1 * n)
+    assert values[values != 0].unique().numel() <= 16                      # one codebook across the layers
+    dense = rc.parse_scheme("pruning=0.1")
+    assert history[-1].ratio > lc.Compressed.direct(ref.network(), dense.tasks(ref.network())).ratio(net) * 1.5
