@@ -11,14 +11,17 @@ error is Monge) and leaves every centre with as many values as before, so the ca
 Hence some optimal solution assigns **contiguous runs of the sorted values**, and each nonzero centre is the mean
 of its run. Over the sorted values x_1 ≤ … ≤ x_N an optimum is therefore: the first i values cut into a runs (each
 costing its squared deviation about its mean), a zero run x_i … x_{j−1} (costing Σ x²), the values from j on cut
-into b runs, with a + b ≤ k and j − i ≥ N − κ. With L_a(i) the optimal cost of the first i values in at most a runs
-and R_b(j) that of the values from j on (both by the exact 1-D k-means programme of :mod:`._kmeans1d`, one
-divide-and-conquer layer per run count) and S(i) = Σ_{t<i} x_t²,
+into b runs, with a + b ≤ k and j − i ≥ N − κ (at most κ nonzeros). Let L_a(i) be the optimal cost of the first i
+values in exactly a nonempty runs (L_0(0) = 0, L_0(i > 0) = inf; one divide-and-conquer layer of the exact 1-D
+k-means programme of :mod:`._kmeans1d` per a), R_b(j) the same for the values from j on (the programme run on the
+reversed, negated values), L≤a = min_{a' ≤ a} L_a' ("at most a runs"), and S(i) = Σ_{t<i} x_t². Then
 
-    cost = min_{a ≤ k} min_{j − i ≥ N − κ} [L_a(i) − S(i)] + [S(j) + R_{k−a}(j)],
+    cost = min_{a ≤ k} min_{j − i ≥ N − κ} [L≤a(i) − S(i)] + [S(j) + R≤(k−a)(j)],
 
-a suffix minimum over j for each a. O(kN log N) time, O(kN) memory (N = the number of weights; all of them, so
-that a tie at the pruning threshold can be split).
+a suffix minimum over j for each a; the argmins give back the runs. The run costs use values centred on their mean
+(as in :mod:`._kmeans1d`: less cancellation, and a run's cost does not change with a shift); the zero run's Σ x²
+does change, so S is summed from the uncentred values. O(kN log N) time, O(kN) memory (N = the number of weights;
+all of them, duplicates not merged, so that a tie at the pruning threshold can be split).
 """
 from __future__ import annotations
 
@@ -116,20 +119,21 @@ class PrunedQuantization(Compression):
     def compress(self, w, mu, previous=None):
         _check_finite(w, repr(self))
         flat = w.detach().reshape(-1)
-        order = torch.argsort(flat.cpu().to(torch.float64))
-        x = flat.cpu().to(torch.float64)[order].numpy()
+        x = flat.cpu().to(torch.float64)
+        order = torch.argsort(x)
+        x = x[order].numpy()
         theta = torch.zeros(flat.numel(), dtype=torch.float64)
         theta[order] = torch.from_numpy(solve(x, min(self.kappa, x.size), self.k))
-        support = torch.nonzero(theta, as_tuple=True)[0].to(flat.device)
-        centres = torch.unique(theta[theta != 0])
-        codebook = _f32(centres, w.dtype).to(flat.device)
-        codebook = codebook[codebook != 0]
-        # nearest stored entry for each kept weight: never worse than the runs the programme found
-        codes = _nearest(flat[support], codebook) if codebook.numel() else support.new_zeros(support.numel())
-        used = torch.bincount(codes.long(), minlength=codebook.numel()) > 0
-        if codebook.numel() and not bool(used.all()):           # float32 rounding merged two runs: drop the empty one
-            codebook = codebook[used]
-            codes = _nearest(flat[support], codebook)
+        support = torch.nonzero(theta, as_tuple=True)[0]                 # a run whose mean is exactly 0 is pruned
+        # the centres rounded to float32 (how they are stored), with 0 among the levels: each kept weight goes to the
+        # nearest level, never worse than the runs the programme found (a centre that rounds to 0 prunes its run)
+        levels = torch.unique(torch.cat([flat.new_zeros(1), _f32(theta[support], w.dtype).to(flat.device)]))
+        support = support.to(flat.device)
+        nearest = _nearest(flat[support], levels)
+        kept = levels[nearest] != 0
+        support = support[kept]
+        used, codes = torch.unique(nearest[kept], return_inverse=True)  # drop the levels no weight uses (and 0)
+        codebook = levels[used]
         d = codebook.numel()
         pos_bits, coding, width = position_bits(support, flat.numel())
         return State(tensors={"codebook": codebook, "codes": codes.to(_code_dtype(d)), "indices": support},

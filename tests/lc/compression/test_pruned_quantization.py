@@ -72,6 +72,36 @@ def test_never_worse_than_pruning_then_quantizing(dist):
     assert float(((w - free.decompress(free.compress(w, 1.0))) ** 2).sum()) <= float(((w - full) ** 2).sum()) * (1 + 1e-6)
 
 
+def sse(w, q):
+    return float(((w - q.decompress(q.compress(w, 1.0))) ** 2).sum())
+
+
+def test_equals_the_free_zero_level_quantization_once_that_is_feasible():
+    """With κ = N the problem is k-means with an extra level fixed at 0 (a relaxation of every κ). Once κ reaches
+    that solution's count of nonzeros it is feasible, so the optimum equals it; below, the optimum is no better."""
+    w = torch.tensor(np.random.default_rng(4).standard_t(3, size=2000))
+    k = 3
+    free = lc.PrunedQuantization(kappa=w.numel(), k=k)
+    nnz = int((free.decompress(free.compress(w, 1.0)) != 0).sum())
+    assert nnz < w.numel()
+    assert sse(w, lc.PrunedQuantization(kappa=nnz, k=k)) == pytest.approx(sse(w, free), rel=1e-9)
+    assert sse(w, lc.PrunedQuantization(kappa=nnz - 50, k=k)) > sse(w, free)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_edge_cases(dtype):
+    w = torch.tensor([0.25, -1.5, 0.25, 0.0, 3.0, -1.5], dtype=dtype)
+    assert torch.equal(lc.PrunedQuantization(kappa=0, k=3).decompress(lc.PrunedQuantization(kappa=0, k=3)
+                                                                       .compress(w, 1.0)), torch.zeros_like(w))
+    q = lc.PrunedQuantization(kappa=6, k=3)                   # κ ≥ N and ≤ k distinct nonzero values: w itself
+    state = q.compress(w, 1.0)
+    assert torch.equal(q.decompress(state), w) and state.tensors["codebook"].tolist() == [-1.5, 0.25, 3.0]
+    # a centre that rounds to 0 in float32 (how the codebook is stored) prunes its run instead of joining another
+    tiny = torch.tensor([1e-46, 1e-46, 5.0, 7.0], dtype=torch.float64)
+    q = lc.PrunedQuantization(kappa=4, k=3)
+    assert torch.equal(q.decompress(q.compress(tiny, 1.0)), torch.tensor([0.0, 0.0, 5.0, 7.0], dtype=torch.float64))
+
+
 def test_storage_counts_positions_codes_and_codebook():
     w = torch.tensor([0.0, 3.0, 0.1, -2.0, 3.0, 0.0, -2.0, 0.05])
     state = lc.PrunedQuantization(kappa=4, k=2).compress(w, 1.0)
