@@ -100,13 +100,16 @@ def pruned_quantization(keep: float, k: int = 16) -> Scheme:
 
 def parse_scheme(text: str) -> Scheme:
     """'quantization=4', 'pruning=0.1', 'low-rank-hidden=0.25', 'low-rank-all=0.5', 'quant2+sparse=0.02',
-    'pruned-quant16=0.1' (keep 10%, values from a 16-entry codebook)."""
+    'pruned-quant16=0.1' (keep 10%, values from one 16-entry codebook; any k: 'pruned-quantK=KEEP')."""
     family, _, value = text.partition("=")
+    if family.startswith("pruned-quant") and family[len("pruned-quant"):].isdigit() and value:
+        return pruned_quantization(float(value), int(family[len("pruned-quant"):]))
     makers = {"quantization": lambda v: quantization(int(v)), "pruning": pruning,
               "low-rank-hidden": lambda v: low_rank(v, "hidden"), "low-rank-all": lambda v: low_rank(v, "all"),
-              "quant2+sparse": quant_plus_sparse, "pruned-quant16": lambda v: pruned_quantization(v, 16)}
+              "quant2+sparse": quant_plus_sparse}
     if family not in makers or not value:
-        raise lc.CompressionError(f"scheme {text!r}: write FAMILY=VALUE with FAMILY one of {sorted(makers)}")
+        raise lc.CompressionError(f"scheme {text!r}: write FAMILY=VALUE with FAMILY one of {sorted(makers)} "
+                                  "or pruned-quantK (K the codebook size)")
     return makers[family](float(value))
 
 
