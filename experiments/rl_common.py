@@ -102,8 +102,9 @@ def parse_scheme(text: str) -> Scheme:
     """'quantization=4', 'pruning=0.1', 'low-rank-hidden=0.25', 'low-rank-all=0.5', 'quant2+sparse=0.02',
     'pruned-quant16=0.1' (keep 10%, values from one 16-entry codebook; any k: 'pruned-quantK=KEEP')."""
     family, _, value = text.partition("=")
-    if family.startswith("pruned-quant") and family[len("pruned-quant"):].isdigit() and value:
-        return pruned_quantization(float(value), int(family[len("pruned-quant"):]))
+    k = family.removeprefix("pruned-quant")
+    if k != family and k.isdigit() and value:
+        return pruned_quantization(float(value), int(k))
     makers = {"quantization": lambda v: quantization(int(v)), "pruning": pruning,
               "low-rank-hidden": lambda v: low_rank(v, "hidden"), "low-rank-all": lambda v: low_rank(v, "all"),
               "quant2+sparse": quant_plus_sparse}
