@@ -114,15 +114,19 @@ def parse_scheme(text: str) -> Scheme:
     return makers[family](float(value))
 
 
-def naive(ref: qn.Reference, scheme: Scheme) -> tuple[torch.nn.Module, float]:
-    """Direct (post-training) compression of the reference: Δ(Π(w̄)); returns the network and its ratio."""
+def naive(ref: qn.Reference, scheme: Scheme) -> tuple[torch.nn.Module, lc.Compressed]:
+    """Direct (post-training) compression of the reference: Θ = Π(w̄); returns the network, set to Δ(Θ), and Θ
+    (``compressed.ratio(net)`` is its nominal ratio, ``lc.save`` writes it)."""
     net = ref.network()
-    return net, qn.project(net, scheme.tasks(net))
+    compressed = lc.Compressed.direct(net, scheme.tasks(net))
+    compressed.apply(net)
+    return net, compressed
 
 
 def lc_run(ref: qn.Reference, scheme: Scheme, l_step: str, *, seed: int, mu0: float, multiplier: float,
-           steps: int, eval_episodes: int, callbacks=(), **overrides) -> tuple[torch.nn.Module, list]:
+           steps: int, eval_episodes: int, callbacks=(), **overrides) -> tuple[torch.nn.Module, list, lc.Compressed]:
     """One LC run from the reference; ``l_step`` = "online" (continued double DQN) or "offline" (distillation).
+    Returns the network (the last step's Δ(Θ)), the history and the last step's Θ.
     ``overrides`` replace L-step fields of the config (e.g. ``distill_policy_states=5000``; None = keep).
     The per-step evaluation uses the model-selection seeds, never the test seeds."""
     net = ref.network()
@@ -132,7 +136,8 @@ def lc_run(ref: qn.Reference, scheme: Scheme, l_step: str, *, seed: int, mu0: fl
     evaluate = lambda m: qn.evaluate(m, ref.cfg.env_id, eval_episodes, qn.SELECT_SEED0).mean   # noqa: E731
     algorithm = lc.Algorithm(net, scheme.tasks(net), lc.geometric_mu(mu0, multiplier, steps), step, evaluate,
                              callbacks=callbacks)
-    return net, algorithm.run()
+    history = algorithm.run()
+    return net, history, lc.Compressed.of(algorithm)
 
 
 def l_step_overrides(cfg, items: list[str]) -> dict:

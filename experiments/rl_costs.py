@@ -1,7 +1,7 @@
 """Study 4: return vs measured evaluation cost — wall time per transition, CPU time and peak RSS — of the
 networks of study 3 (``experiments.rl_tradeoff`` saves them in its nets/ folder).
 
-    python -m experiments.rl_costs [--tradeoff results/rl/tradeoff] [--episodes 100] [--out results/rl/costs]
+    python -m experiments.rl_costs [--tradeoff results/rl/tradeoff …] [--episodes 100] [--out results/rl/costs]
 
 Each network is evaluated alone in a fresh Python process (so that its peak RSS belongs to that evaluation:
 interpreter + torch + gymnasium + network + episodes), the reference first and last. The networks are the dense
@@ -23,6 +23,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
+
+import lc  # noqa: E402
 
 from tasks import qnetwork as qn  # noqa: E402
 
@@ -51,7 +53,8 @@ def measure(env: str, net_path: str, episodes: int) -> dict:
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     rc.common_args(ap)
-    ap.add_argument("--tradeoff", default="results/rl/tradeoff", help="output folder of experiments.rl_tradeoff")
+    ap.add_argument("--tradeoff", nargs="+", default=["results/rl/tradeoff"],
+                    help="output folder(s) of experiments.rl_tradeoff")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     ap.add_argument("--out", default="results/rl/costs")
     args = ap.parse_args(argv)
@@ -59,11 +62,14 @@ def main(argv=None):
         print(json.dumps(one(args.env, args.one, args.episodes)))
         return
     out = Path(args.out)
-    src = [r for r in rc.read_rows(Path(args.tradeoff)) if r.get("net")]
+    src = [(Path(d), r) for d in args.tradeoff for r in rc.read_rows(Path(d)) if r.get("net")]
+    if not src:
+        raise lc.CompressionError(f"no networks in {' '.join(args.tradeoff)}: run experiments.rl_tradeoff first "
+                         "(its rows.jsonl lists them)")
     rows = []
     refs = [measure(args.env, "reference", args.episodes)]
-    for r in src:
-        m = measure(args.env, str(Path(args.tradeoff) / r["net"]), args.episodes)
+    for d, r in src:
+        m = measure(args.env, str(d / r["net"]), args.episodes)
         rows.append({"scheme": r["scheme"], "family": r["family"], "method": r["method"], "seed": r["seed"],
                      "ratio": r["ratio"], **m})
         print(f"{r['scheme']:22s} {r['method']:10s} {r['seed']}: return {m['mean']:8.1f}  "

@@ -69,7 +69,7 @@ def main(argv=None):
             steps = budget
         elif method.startswith("lc"):
             kind = method.split("-")[1]
-            net, history = rc.lc_run(ref, scheme, kind, seed=args.seed, mu0=args.mu0, multiplier=args.multiplier,
+            net, history, _ = rc.lc_run(ref, scheme, kind, seed=args.seed, mu0=args.mu0, multiplier=args.multiplier,
                                      steps=args.lc_steps, eval_episodes=args.eval_episodes)
             per = cfg.lc_steps if kind == "online" else 0
             curve = [{"step": h.step * per, "mean": h.evaluation, "std": float("nan")} for h in history]

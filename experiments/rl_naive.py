@@ -45,7 +45,8 @@ def main(argv=None):
         print(f"skipped (this lc lacks their compression): {skipped}")
     rows = []
     for s in tqdm([s for s in schemes if s.available()], desc="naive"):
-        net, ratio = rc.naive(ref, s)
+        net, compressed = rc.naive(ref, s)
+        ratio = compressed.ratio(net)
         ev = qn.evaluate(net, ref.cfg.env_id, args.episodes)
         rows.append({"env": ref.cfg.env_id, "family": s.family, "value": s.value, "ratio": ratio,
                      "return_mean": ev.mean, "return_std": ev.std, "episodes": ev.episodes})

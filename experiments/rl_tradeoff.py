@@ -11,8 +11,10 @@ episodes with the test seeds; during LC each step is evaluated on ``--eval-episo
 model-selection seeds, and the network reported is the step with the best of those validation returns
 (``--select best``, :class:`lc.KeepBest`; every step's Δ(Θ) is a compressed network of the same ratio, and the
 reference itself is the best of its training snapshots by the same kind of validation) or the last step
-(``--select last``); the last step's test return is recorded either way. Finished runs are appended to rows.jsonl and skipped when the command is run again;
-compressed networks are saved in nets/ (for experiments.rl_costs). Writes rows.csv, rows.jsonl, tradeoff.png.
+(``--select last``); the last step's test return is recorded either way. Finished runs are appended to
+rows.jsonl and skipped when the command is run again. Each compressed network is saved in nets/ twice: the dense
+Δ(Θ) as a state dict (for experiments.rl_costs) and Θ as an ``lc.save`` artifact (``file_bytes``,
+``realised_ratio`` = float32 bytes of the network / file bytes). Writes rows.csv, rows.jsonl, tradeoff.png.
 """
 from __future__ import annotations
 
@@ -104,18 +106,19 @@ def main(argv=None):
                     continue
                 t0 = time.perf_counter()
                 if method == "naive":
-                    net, ratio = rc.naive(ref, scheme)
+                    net, compressed = rc.naive(ref, scheme)
+                    ratio = compressed.ratio(net)
                     lc_info = {}
                 else:
                     best = lc.KeepBest()
-                    net, history = rc.lc_run(ref, scheme, method.removeprefix("lc-"), seed=seed, mu0=args.mu0,
-                                             multiplier=args.multiplier, steps=args.steps,
-                                             eval_episodes=args.eval_episodes, callbacks=[best], **overrides)
+                    net, history, compressed = rc.lc_run(
+                        ref, scheme, method.removeprefix("lc-"), seed=seed, mu0=args.mu0, multiplier=args.multiplier,
+                        steps=args.steps, eval_episodes=args.eval_episodes, callbacks=[best], **overrides)
                     ratio = history[-1].ratio
                     last = qn.evaluate(net, ref.cfg.env_id, args.episodes)
                     if args.select == "best":
                         best.restore(net)
-                        ratio = best.record.ratio
+                        ratio, compressed = best.record.ratio, best.compressed
                     lc_info = {"lc_steps": len(history) - 1, "mu_last": history[-1].mu,
                                "distance_last": sum(history[-1].distance.values()),
                                "select": args.select, "selected_step": best.step if args.select == "best"
@@ -124,9 +127,12 @@ def main(argv=None):
                 ev = qn.evaluate(net, ref.cfg.env_id, args.episodes)
                 key = f"{scheme.name}_{method}_{seed}".replace("=", "-")
                 torch.save(net.state_dict(), out / "nets" / f"{key}.pt")
+                file_bytes = lc.save(out / "nets" / f"{key}.lc", net, compressed, overwrite=True)   # unfinished: ours
                 row = {"env": ref.cfg.env_id, "scheme": scheme.name, "family": scheme.family,
                        "value": scheme.value, "method": method, "seed": seed, "ratio": ratio, **_ev(ev),
                        "seconds": time.perf_counter() - t0, "net": f"nets/{key}.pt",
+                       "artifact": f"nets/{key}.lc", "file_bytes": file_bytes,
+                       "realised_ratio": 4 * sum(p.numel() for p in net.parameters()) / file_bytes,
                        "mu0": args.mu0, "multiplier": args.multiplier, "policy_states": args.policy_states,
                        "action_weight": args.action_weight,
                        "regret_weight": args.regret_weight, "set": " ".join(args.set), "settings": settings,

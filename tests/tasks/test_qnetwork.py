@@ -223,6 +223,14 @@ def test_rl_tradeoff_reports_the_validation_selected_step(ref, tmp_path, monkeyp
     assert int(sum((p != 0).sum() for n, p in net.named_parameters() if n.endswith("weight"))) <= \
         round(0.2 * sum(p.numel() for n, p in net.named_parameters() if n.endswith("weight")))
     assert "last_return_mean" in row and (row["selected_step"] != 4 or row["last_return_mean"] == row["return_mean"])
+    for r in rows["naive"], row:                             # the artifact holds that network, at the size recorded
+        artifact = out / r["artifact"]
+        assert artifact.stat().st_size == r["file_bytes"]
+        saved = dict(torch.load(out / r["net"], weights_only=True))
+        loaded = ref.network()
+        lc.load(artifact, loaded).apply(loaded)              # biases from the file, weights from Θ
+        assert all(torch.equal(p, saved[n]) for n, p in loaded.named_parameters())
+        assert r["realised_ratio"] == pytest.approx(4 * sum(p.numel() for p in net.parameters()) / r["file_bytes"])
     before = (out / "rows.jsonl").read_text()
     rl_tradeoff.main(argv)                                   # everything done: nothing is rerun
     assert (out / "rows.jsonl").read_text() == before
@@ -264,3 +272,14 @@ def test_pruned_quantization_scheme_keeps_a_fraction_of_the_weights_on_one_codeb
     assert values[values != 0].unique().numel() <= 16                      # one codebook across the layers
     dense = rc.parse_scheme("pruning=0.1")
     assert history[-1].ratio > lc.Compressed.direct(ref.network(), dense.tasks(ref.network())).ratio(net) * 1.5
+
+
+def test_rl_costs_says_what_to_run_when_no_tradeoff_networks_exist(tmp_path, monkeypatch):
+    from experiments import rl_costs
+    measured = []
+    monkeypatch.setattr(rl_costs, "measure", lambda *a: measured.append(a))
+    (tmp_path / "a").mkdir()
+    with pytest.raises(lc.CompressionError, match="run experiments.rl_tradeoff first"):
+        rl_costs.main(["--env", "cartpole", "--tradeoff", str(tmp_path / "a"), str(tmp_path / "b"),
+                       "--out", str(tmp_path / "out")])
+    assert measured == [] and not (tmp_path / "out").exists()
