@@ -114,6 +114,11 @@ def parse_scheme(text: str) -> Scheme:
     return makers[family](float(value))
 
 
+def plot_group(family: str) -> str:
+    """Colour group of a family in the study's plots: every pruned-quantK family is one group."""
+    return "pruned-quant" if family.startswith("pruned-quant") else family
+
+
 def naive(ref: qn.Reference, scheme: Scheme) -> tuple[torch.nn.Module, lc.Compressed]:
     """Direct (post-training) compression of the reference: Θ = Π(w̄); returns the network, set to Δ(Θ), and Θ
     (``compressed.ratio(net)`` is its nominal ratio, ``lc.save`` writes it)."""

@@ -36,10 +36,7 @@ def one(env: str, net_path: str, episodes: int) -> dict:
     torch.set_num_threads(1)
     cfg = rc.ENVS[env]()
     net = qn.make_network(cfg)
-    if net_path != "reference":
-        net.load_state_dict(torch.load(net_path, weights_only=True))
-    else:
-        net = qn.reference(cfg).network()
+    net.load_state_dict(torch.load(net_path, weights_only=True))
     return qn.evaluate(net, cfg.env_id, episodes).as_dict()
 
 
@@ -67,14 +64,17 @@ def main(argv=None):
         raise lc.CompressionError(f"no networks in {' '.join(args.tradeoff)}: run experiments.rl_tradeoff first "
                          "(its rows.jsonl lists them)")
     rows = []
-    refs = [measure(args.env, "reference", args.episodes)]
+    out.mkdir(parents=True, exist_ok=True)       # the reference network alone, loaded like the others (its cache
+    reference = out / "reference.pt"             # file also holds the replay buffer, which would count in RSS)
+    torch.save(rc.reference(args.env).network().state_dict(), reference)
+    refs = [measure(args.env, str(reference), args.episodes)]
     for d, r in src:
         m = measure(args.env, str(d / r["net"]), args.episodes)
         rows.append({"scheme": r["scheme"], "family": r["family"], "method": r["method"], "seed": r["seed"],
                      "ratio": r["ratio"], **m})
         print(f"{r['scheme']:22s} {r['method']:10s} {r['seed']}: return {m['mean']:8.1f}  "
               f"{1e6 * m['time_per_transition']:.1f} us/step  RSS {m['peak_rss_mb']:.0f} MiB", flush=True)
-    refs.append(measure(args.env, "reference", args.episodes))
+    refs.append(measure(args.env, str(reference), args.episodes))
     ref = {k: (refs[0][k] + refs[1][k]) / 2 for k in ("time_per_transition", "inference_time_per_transition",
                                                        "peak_rss_mb", "cpu_time")}
     rows = [{"scheme": "reference", "family": "reference", "method": "reference", "seed": i, "ratio": 1.0, **m}
@@ -87,12 +87,17 @@ def main(argv=None):
 
 
 def plot(rows, path):
+    """Colour: the scheme's family (every pruned-quantK one colour); marker: the method."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True)
+    markers = {"reference": "*", "naive": "o", "lc-online": "s", "lc-offline": "^"}
     groups = {}
     for r in rows:
-        groups.setdefault((r["family"], r["method"]), []).append(r)
-    for i, ((fam, method), rr) in enumerate(sorted(groups.items())):
-        kw = dict(marker="osv^<>Dp*h"[i % 10], linestyle="none", label=f"{fam} {method}", color=f"C{i % 10}")
+        groups.setdefault((rc.plot_group(r["family"]), r["method"]), []).append(r)
+    colors = {}
+    for (fam, method), rr in sorted(groups.items()):
+        c = "k" if fam == "reference" else colors.setdefault(fam, f"C{len(colors) % 10}")
+        kw = dict(marker=markers.get(method, "x"), linestyle="none", label=f"{fam} {method}", color=c,
+                  mfc="none" if method == "naive" else c)
         axes[0].plot([1e6 * r["time_per_transition"] for r in rr], [r["mean"] for r in rr], **kw)
         axes[1].plot([r["peak_rss_mb"] for r in rr], [r["mean"] for r in rr], **kw)
     axes[0].set(xlabel="evaluation wall time per transition (µs, measured)", ylabel="return (test episodes)")

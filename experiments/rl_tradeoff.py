@@ -1,5 +1,6 @@
 """Study 3: return vs compression ratio of double-DQN Q-networks, LC (online and offline L steps) vs naive
-compression, mean ± std over seeds, for quantization (k = 2, 4, 16), pruning, low rank and an additive mix.
+compression, mean ± std over seeds, for quantization (k = 2, 4, 16), pruning, low rank, an additive mix and
+pruning with a codebook for the kept values (lc.PrunedQuantization).
 
     python -m experiments.rl_tradeoff                         # the study: LunarLander-v3, 3 seeds, 100 episodes
     python -m experiments.rl_tradeoff --env cartpole --schemes pruning=0.2 --seeds 0 --steps 3 --episodes 5 \\
@@ -37,7 +38,7 @@ from tasks import qnetwork as qn  # noqa: E402
 from . import rl_common as rc  # noqa: E402
 
 SCHEMES = ("quantization=2", "quantization=4", "quantization=16", "pruning=0.1", "pruning=0.3", "pruning=0.5",
-           "low-rank-hidden=0.25", "low-rank-hidden=0.5", "quant2+sparse=0.05")
+           "low-rank-hidden=0.25", "low-rank-hidden=0.5", "quant2+sparse=0.05", "pruned-quant16=0.25")
 METHODS = ("naive", "lc-online", "lc-offline")
 
 
@@ -162,26 +163,37 @@ def summary(rows) -> list[dict]:
 
 
 def plot(rows, path):
+    """Left: every point. Right: the top of the same plot (return ≥ 100), where LC's points are, labelled."""
     ref = next(r for r in rows if r["method"] == "reference")
-    fig, ax = plt.subplots(figsize=(8, 5))
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5.5))
     styles = {"naive": ("o", ":"), "lc-online": ("s", "-"), "lc-offline": ("^", "--")}
-    colors = {}
-    for s in sorted(summary(rows), key=lambda s: (s["family"], s["method"], s["ratio"])):
-        c = colors.setdefault(s["family"], f"C{len(colors)}")
-        marker, _ = styles[s["method"]]
-        ax.errorbar(s["ratio"], s["mean"], s["std"], marker=marker, color=c, capsize=3, linestyle="none",
-                    mfc="none" if s["method"] == "naive" else c)
-    for fam, c in colors.items():
-        for m, (marker, ls) in styles.items():
-            pts = sorted((s["ratio"], s["mean"]) for s in summary(rows) if s["family"] == fam and s["method"] == m)
-            if pts:
-                ax.plot(*zip(*pts), color=c, linestyle=ls, marker=marker, label=f"{fam} {m}",
-                        mfc="none" if m == "naive" else c)
-    ax.axhline(ref["return_mean"], color="k", lw=1, label="reference")
-    ax.axhline(0.95 * ref["return_mean"], color="k", lw=1, ls="--", label="95% of reference")
-    ax.set(xscale="log", xlabel="nominal compression ratio (whole network)", ylabel="return (mean ± std over seeds)",
-           title=f"{ref['env']}: LC vs naive compression")
-    ax.legend(fontsize=7, ncol=2)
+    points = summary(rows)
+    groups = sorted({rc.plot_group(s["family"]) for s in points})
+    colors = {g: f"C{i % 10}" for i, g in enumerate(groups)}
+    for ax in axes:
+        for s in points:
+            marker, _ = styles[s["method"]]
+            c = colors[rc.plot_group(s["family"])]
+            ax.errorbar(s["ratio"], s["mean"], s["std"], marker=marker, color=c, capsize=3, linestyle="none",
+                        mfc="none" if s["method"] == "naive" else c)
+        for g in groups:
+            for m, (marker, ls) in styles.items():
+                pts = sorted((s["ratio"], s["mean"]) for s in points
+                             if rc.plot_group(s["family"]) == g and s["method"] == m)
+                if pts:                          # pruned-quant points differ in two settings: not joined
+                    ax.plot(*zip(*pts), color=colors[g], linestyle="none" if g == "pruned-quant" else ls,
+                            marker=marker, label=f"{g} {m}", mfc="none" if m == "naive" else colors[g])
+        ax.axhline(ref["return_mean"], color="k", lw=1, label="reference")
+        ax.axhline(0.95 * ref["return_mean"], color="k", lw=1, ls="--", label="95% of reference")
+        ax.set(xscale="log", xlabel="nominal compression ratio (whole network)")
+    for s in points:
+        if s["family"].startswith("pruned-quant") and s["method"] != "naive" and s["mean"] >= 100:
+            k = s["family"].removeprefix("pruned-quant")
+            axes[1].annotate(f"{s['scheme'].partition('=')[2]}/{k}", (s["ratio"], s["mean"]), fontsize=6,
+                             xytext=(3, -9), textcoords="offset points")
+    axes[0].set(ylabel="return (mean ± std over seeds)", title=f"{ref['env']}: LC vs naive compression")
+    axes[1].set(ylim=(100, 1.15 * ref["return_mean"]), title="top of the plot; pruned-quant points: keep/k")
+    axes[1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
