@@ -6,7 +6,10 @@ networks of study 3 (``experiments.rl_tradeoff`` saves them in its nets/ folder)
 Each network is evaluated alone in a fresh Python process (so that its peak RSS belongs to that evaluation:
 interpreter + torch + gymnasium + network + episodes), the reference first and last. The networks are the dense
 Δ(Θ) as a float32 ``nn.Sequential``: compression changes their storage, not how they run, so differences in
-time and memory are expected to be noise — the study measures that. Timings are noisy on a shared machine: the
+time and memory are expected to be noise — the study measures that. With ``--export``, each network that has an
+``lc.save`` artifact is also evaluated from that file as ``lc.export`` makes it for batch 1 (low rank as two
+layers where that saves multiply-adds, CSR for a pruned layer where it measures faster; ``sparse_layers``
+counts them), rows marked ``form`` = exported. Timings are noisy on a shared machine: the
 columns ``*_vs_ref`` are ratios against the mean of the two reference runs of the same command.
 Writes rows.csv / rows.jsonl and costs.png.
 """
@@ -32,12 +35,16 @@ from . import rl_common as rc  # noqa: E402
 
 
 def one(env: str, net_path: str, episodes: int) -> dict:
-    """Evaluate one saved network in this process (called in a child process)."""
+    """Evaluate one saved network in this process (called in a child process): a state dict (``.pt``), or an
+    ``lc.save`` artifact (``.lc``), loaded and run as ``lc.export`` makes it for batch-1 inference."""
     torch.set_num_threads(1)
     cfg = rc.ENVS[env]()
     net = qn.make_network(cfg)
-    net.load_state_dict(torch.load(net_path, weights_only=True))
-    return qn.evaluate(net, cfg.env_id, episodes).as_dict()
+    if net_path.endswith(".lc"):
+        net = lc.export(net, lc.load(net_path, net), batch_size=1)
+    else:
+        net.load_state_dict(torch.load(net_path, weights_only=True))
+    return {**qn.evaluate(net, cfg.env_id, episodes).as_dict(), "sparse_layers": repr(net).count("SparseLinear(")}
 
 
 def measure(env: str, net_path: str, episodes: int) -> dict:
@@ -52,6 +59,8 @@ def main(argv=None):
     rc.common_args(ap)
     ap.add_argument("--tradeoff", nargs="+", default=["results/rl/tradeoff"],
                     help="output folder(s) of experiments.rl_tradeoff")
+    ap.add_argument("--export", action="store_true",
+                    help="also evaluate each network that has an lc.save artifact as lc.export makes it")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     ap.add_argument("--out", default="results/rl/costs")
     args = ap.parse_args(argv)
@@ -61,23 +70,28 @@ def main(argv=None):
     out = Path(args.out)
     src = [(Path(d), r) for d in args.tradeoff for r in rc.read_rows(Path(d)) if r.get("net")]
     if not src:
-        raise lc.CompressionError(f"no networks in {' '.join(args.tradeoff)}: run experiments.rl_tradeoff first "
-                         "(its rows.jsonl lists them)")
+        raise lc.CompressionError(f"no networks in {' '.join(args.tradeoff)}: run experiments.rl_tradeoff "
+                                  "first (its rows.jsonl lists them)")
     rows = []
     out.mkdir(parents=True, exist_ok=True)       # the reference network alone, loaded like the others (its cache
     reference = out / "reference.pt"             # file also holds the replay buffer, which would count in RSS)
     torch.save(rc.reference(args.env).network().state_dict(), reference)
     refs = [measure(args.env, str(reference), args.episodes)]
+    forms = [("dense", "net")] + [("exported", "artifact")] * args.export
     for d, r in src:
-        m = measure(args.env, str(d / r["net"]), args.episodes)
-        rows.append({"scheme": r["scheme"], "family": r["family"], "method": r["method"], "seed": r["seed"],
-                     "ratio": r["ratio"], **m})
-        print(f"{r['scheme']:22s} {r['method']:10s} {r['seed']}: return {m['mean']:8.1f}  "
-              f"{1e6 * m['time_per_transition']:.1f} us/step  RSS {m['peak_rss_mb']:.0f} MiB", flush=True)
+        for form, key in forms:
+            if not r.get(key):
+                continue
+            m = measure(args.env, str(d / r[key]), args.episodes)
+            rows.append({"scheme": r["scheme"], "family": r["family"], "method": r["method"], "seed": r["seed"],
+                         "ratio": r["ratio"], "form": form, **m})
+            print(f"{r['scheme']:22s} {r['method']:10s} {r['seed']} {form:8s}: return {m['mean']:8.1f}  "
+                  f"{1e6 * m['time_per_transition']:.1f} us/step  RSS {m['peak_rss_mb']:.0f} MiB", flush=True)
     refs.append(measure(args.env, str(reference), args.episodes))
     ref = {k: (refs[0][k] + refs[1][k]) / 2 for k in ("time_per_transition", "inference_time_per_transition",
                                                        "peak_rss_mb", "cpu_time")}
-    rows = [{"scheme": "reference", "family": "reference", "method": "reference", "seed": i, "ratio": 1.0, **m}
+    rows = [{"scheme": "reference", "family": "reference", "method": "reference", "seed": i, "ratio": 1.0,
+             "form": "dense", **m}
             for i, m in enumerate(refs)] + rows
     for r in rows:
         for k in ("time_per_transition", "inference_time_per_transition", "peak_rss_mb"):
@@ -92,12 +106,13 @@ def plot(rows, path):
     markers = {"reference": "*", "naive": "o", "lc-online": "s", "lc-offline": "^"}
     groups = {}
     for r in rows:
-        groups.setdefault((rc.plot_group(r["family"]), r["method"]), []).append(r)
+        method = r["method"] + (" exported" if r.get("form") == "exported" else "")
+        groups.setdefault((rc.plot_group(r["family"]), method), []).append(r)
     colors = {}
     for (fam, method), rr in sorted(groups.items()):
         c = "k" if fam == "reference" else colors.setdefault(fam, f"C{len(colors) % 10}")
-        kw = dict(marker=markers.get(method, "x"), linestyle="none", label=f"{fam} {method}", color=c,
-                  mfc="none" if method == "naive" else c)
+        kw = dict(marker="x" if method.endswith("exported") else markers[method], linestyle="none",
+                  label=f"{fam} {method}", color=c, mfc="none" if method == "naive" else c)
         axes[0].plot([1e6 * r["time_per_transition"] for r in rr], [r["mean"] for r in rr], **kw)
         axes[1].plot([r["peak_rss_mb"] for r in rr], [r["mean"] for r in rr], **kw)
     axes[0].set(xlabel="evaluation wall time per transition (µs, measured)", ylabel="return (test episodes)")

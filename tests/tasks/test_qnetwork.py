@@ -231,6 +231,13 @@ def test_rl_tradeoff_reports_the_validation_selected_step(ref, tmp_path, monkeyp
         lc.load(artifact, loaded).apply(loaded)              # biases from the file, weights from Θ
         assert all(torch.equal(p, saved[n]) for n, p in loaded.named_parameters())
         assert r["realised_ratio"] == pytest.approx(4 * sum(p.numel() for p in net.parameters()) / r["file_bytes"])
+    from experiments import rl_costs                         # study 4 runs the file as lc.export makes it: same agent
+    threads = torch.get_num_threads()
+    try:
+        dense, exported = (rl_costs.one("cartpole", str(out / row[k]), 3) for k in ("net", "artifact"))
+    finally:
+        torch.set_num_threads(threads)
+    assert exported["mean"] == dense["mean"] and exported["transitions"] == dense["transitions"]
     before = (out / "rows.jsonl").read_text()
     rl_tradeoff.main(argv)                                   # everything done: nothing is rerun
     assert (out / "rows.jsonl").read_text() == before
