@@ -28,6 +28,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 import lc  # noqa: E402
+from lc.export import SparseLinear  # noqa: E402
 
 from tasks import qnetwork as qn  # noqa: E402
 
@@ -44,7 +45,8 @@ def one(env: str, net_path: str, episodes: int) -> dict:
         net = lc.export(net, lc.load(net_path, net), batch_size=1)
     else:
         net.load_state_dict(torch.load(net_path, weights_only=True))
-    return {**qn.evaluate(net, cfg.env_id, episodes).as_dict(), "sparse_layers": repr(net).count("SparseLinear(")}
+    sparse_layers = sum(isinstance(m, SparseLinear) for m in net.modules())
+    return {**qn.evaluate(net, cfg.env_id, episodes).as_dict(), "sparse_layers": sparse_layers}
 
 
 def measure(env: str, net_path: str, episodes: int) -> dict:

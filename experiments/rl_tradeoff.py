@@ -128,12 +128,13 @@ def main(argv=None):
                 ev = qn.evaluate(net, ref.cfg.env_id, args.episodes)
                 key = f"{scheme.name}_{method}_{seed}".replace("=", "-")
                 torch.save(net.state_dict(), out / "nets" / f"{key}.pt")
-                file_bytes = lc.save(out / "nets" / f"{key}.lc", net, compressed, overwrite=True)   # unfinished: ours
+                file_bytes = lc.save(out / "nets" / f"{key}.lc", net, compressed,
+                                     overwrite=True)     # a file here is ours: a run killed before its row was written
                 row = {"env": ref.cfg.env_id, "scheme": scheme.name, "family": scheme.family,
                        "value": scheme.value, "method": method, "seed": seed, "ratio": ratio, **_ev(ev),
                        "seconds": time.perf_counter() - t0, "net": f"nets/{key}.pt",
                        "artifact": f"nets/{key}.lc", "file_bytes": file_bytes,
-                       "realised_ratio": 4 * sum(p.numel() for p in net.parameters()) / file_bytes,
+                       "realised_ratio": lc.storage.realised_ratio(net, file_bytes),
                        "mu0": args.mu0, "multiplier": args.multiplier, "policy_states": args.policy_states,
                        "action_weight": args.action_weight,
                        "regret_weight": args.regret_weight, "set": " ".join(args.set), "settings": settings,

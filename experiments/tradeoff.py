@@ -270,7 +270,7 @@ def _one_run(config, task, reference, fam: Family, value, run_id, ref_eval, ref_
            "family": fam.name, "scheme": _describe(fam, tasks), "parameter": fam.parameter, "value": value,
            "test_error": last.evaluation["error"], "test_loss": last.evaluation["loss"], "ratio": last.ratio,
            "bits": last.bits, "file_bytes": file_bytes,
-           "realised_ratio": 4 * sum(p.numel() for p in net.parameters()) / file_bytes,
+           "realised_ratio": lc.storage.realised_ratio(net, file_bytes),
            "flops": flops(net, task.data.input_shape), "reference_error": ref_eval["error"],
            "reference_flops": ref_flops, "steps": last.step, "wall_time": wall,
            "l_time": sum(r.l_step_time for r in history), "c_time": sum(r.c_step_time for r in history),

@@ -429,6 +429,12 @@ def artifact_bytes(path) -> int:
     return os.path.getsize(path)
 
 
+def realised_ratio(model: torch.nn.Module, file_bytes: int) -> float:
+    """The compression ratio of an artifact as it lies on disk: every parameter of ``model`` as float32 (4 bytes),
+    over ``file_bytes`` (what :func:`save` returned, or :func:`artifact_bytes`)."""
+    return 4 * sum(p.numel() for p in model.parameters()) / file_bytes
+
+
 def _count_streams(compressed: Compressed, model: torch.nn.Module) -> int:
     def count(s: State) -> int:
         return len(s.tensors) + sum(count(p) for p in s.parts)

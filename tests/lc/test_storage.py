@@ -14,7 +14,7 @@ from torch import nn
 import lc
 from lc import _packing
 from lc.compression._coding import position_bits
-from lc.storage import MAGIC, size_bound
+from lc.storage import MAGIC, artifact_bytes, realised_ratio, size_bound
 from tests import digits
 from tests.lc.compression.cases import CASES
 
@@ -101,6 +101,14 @@ def test_nominal_bits_count_every_tensor_in_its_dtype():
     c = lc.Compressed.direct(model, {lc.Param("w"): (lc.AsVector, lc.ConstraintL0Pruning(kappa=3))})
     rest = 32 * (15 + 3) + 64 * 2 + 64 * 4
     assert lc.nominal_bits(model, c) == c.states[0].bits + rest
+
+
+def test_realised_ratio_is_float32_parameter_bytes_over_the_file(tmp_path):
+    model = Holder((6, 4))
+    c = lc.Compressed.direct(model, {lc.Param("w"): (lc.AsVector, lc.ConstraintL0Pruning(kappa=3))})
+    size = lc.save(tmp_path / "m.lc", model, c)
+    n = sum(p.numel() for p in model.parameters())
+    assert size == artifact_bytes(tmp_path / "m.lc") and realised_ratio(model, size) == 4 * n / size
 
 
 @pytest.fixture
