@@ -9,10 +9,12 @@ pruning with a codebook for the kept values (lc.PrunedQuantization).
 A seed sets the L step's environment, exploration and minibatch streams (the reference is the same for all);
 naive compression is deterministic, so its spread over seeds is zero. Every run is tested on ``--episodes``
 episodes with the test seeds; during LC each step is evaluated on ``--eval-episodes`` episodes with the
-model-selection seeds, and the network reported is the step with the best of those validation returns
-(``--select best``, :class:`lc.KeepBest`; every step's Δ(Θ) is a compressed network of the same ratio, and the
-reference itself is the best of its training snapshots by the same kind of validation) or the last step
-(``--select last``); the last step's test return is recorded either way. Finished runs are appended to
+model-selection seeds, and the network reported is chosen by validation (``--select best``,
+:class:`lc.KeepBest`; every step's Δ(Θ) is a compressed network of the same ratio, and the reference itself is
+the best of its training snapshots by validation): the ``--candidates`` steps with the best of those returns are
+evaluated again on ``--rescore-episodes`` further validation episodes and the best of them by that is reported
+(``--candidates 1``: the best per-step return, as runs before this option). ``--select last`` reports the last
+step; its test return is recorded either way. Finished runs are appended to
 rows.jsonl and skipped when the command is run again. Each compressed network is saved in nets/ twice: the dense
 Δ(Θ) as a state dict (for experiments.rl_costs) and Θ as an ``lc.save`` artifact (``file_bytes``,
 ``realised_ratio`` = float32 bytes of the network / file bytes). Writes rows.csv, rows.jsonl, tradeoff.png.
@@ -55,6 +57,11 @@ def main(argv=None):
                     "(model-selection seeds, as the reference's selection)")
     ap.add_argument("--select", choices=("best", "last"), default="best", help="report the LC step with the best "
                     "validation return (lc.KeepBest; the reference was selected the same way) or the last step")
+    ap.add_argument("--candidates", type=int, default=5, help="--select best: keep the steps with the M best "
+                    "validation returns and choose among them by --rescore-episodes further validation episodes "
+                    "(KeepBest.reselect); 1 = the best of the per-step validation returns")
+    ap.add_argument("--rescore-episodes", type=int, default=100, help="validation episodes (seeds after those of "
+                    "the per-step evaluation) that choose among the --candidates")
     ap.add_argument("--policy-states", type=int, default=None, help="offline L step: states of the compressed "
                     "policy added per L step (DAgger; default: the config's distill_policy_states)")
     ap.add_argument("--action-weight", type=float, default=None, help="offline L step: weight of the cross-entropy "
@@ -78,8 +85,14 @@ def main(argv=None):
             if name in overrides:
                 raise lc.CompressionError(f"{name} is given twice (a flag and --set): give it once")
             overrides[name] = value
+    if args.candidates < 1 or args.rescore_episodes < 1:
+        raise lc.CompressionError(f"--candidates {args.candidates} and --rescore-episodes {args.rescore_episodes} "
+                                  "must both be ≥ 1")
+    rescoring = args.select == "best" and args.candidates > 1
     settings = json.dumps({"steps": args.steps, "mu0": args.mu0, "multiplier": args.multiplier,
-                           "eval_episodes": args.eval_episodes, "select": args.select, **overrides}, sort_keys=True)
+                           "eval_episodes": args.eval_episodes, "select": args.select, **overrides,
+                           **({"candidates": args.candidates, "rescore_episodes": args.rescore_episodes}
+                              if rescoring else {})}, sort_keys=True)
     rows = rc.read_rows(out)
     other = {r["settings"] for r in rows if r.get("settings", settings) != settings}
     if other:
@@ -111,20 +124,25 @@ def main(argv=None):
                     ratio = compressed.ratio(net)
                     lc_info = {}
                 else:
-                    best = lc.KeepBest()
+                    best = lc.KeepBest(keep=args.candidates if rescoring else 1)
                     net, history, compressed = rc.lc_run(
                         ref, scheme, method.removeprefix("lc-"), seed=seed, mu0=args.mu0, multiplier=args.multiplier,
                         steps=args.steps, eval_episodes=args.eval_episodes, callbacks=[best], **overrides)
                     ratio = history[-1].ratio
                     last = qn.evaluate(net, ref.cfg.env_id, args.episodes)
-                    if args.select == "best":
+                    if rescoring:       # validation seeds after the per-step evaluation's: disjoint from them
+                        best.reselect(net, lambda m: qn.evaluate(m, ref.cfg.env_id, args.rescore_episodes,
+                                                                 qn.SELECT_SEED0 + args.eval_episodes).mean)
+                    elif args.select == "best":
                         best.restore(net)
+                    if args.select == "best":
                         ratio, compressed = best.record.ratio, best.compressed
                     lc_info = {"lc_steps": len(history) - 1, "mu_last": history[-1].mu,
                                "distance_last": sum(history[-1].distance.values()),
                                "select": args.select, "selected_step": best.step if args.select == "best"
                                else history[-1].step, "last_return_mean": last.mean, "last_return_std": last.std,
-                               "select_returns": json.dumps([h.evaluation for h in history])}
+                               "select_returns": json.dumps([h.evaluation for h in history]),
+                               "candidates": json.dumps([(c.step, c.value, c.rescore) for c in best.candidates])}
                 ev = qn.evaluate(net, ref.cfg.env_id, args.episodes)
                 key = f"{scheme.name}_{method}_{seed}".replace("=", "-")
                 torch.save(net.state_dict(), out / "nets" / f"{key}.pt")

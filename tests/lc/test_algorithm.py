@@ -316,6 +316,49 @@ def test_keep_best_restores_the_best_steps_compressed_model(tmp_path):
     assert digits.test_error(fresh) == digits.test_error(net)
 
 
+def test_keep_best_keeps_the_m_best_and_reselect_chooses_by_a_second_score():
+    net = digits.reference()
+    scores = iter([0.2, 0.9, 0.4, 0.9, 0.5])                 # kept, best first: steps 1, 3 (tie: after 1), 4
+    snapshots = {}
+
+    def snapshot(a, r):
+        with a.compressed():
+            snapshots[r.step] = {k: v.clone() for k, v in a.model.state_dict().items()}
+
+    best = lc.KeepBest(keep=3)
+    lc.Algorithm(net, prune_tasks(net), lc.geometric_mu(1e-2, 1.5, 4), digits.l_step(epochs=1),
+                 lambda m: next(scores), callbacks=[snapshot, best]).run()
+    assert [(c.step, c.value) for c in best.candidates] == [(1, 0.9), (3, 0.9), (4, 0.5)]
+    assert (best.step, best.value) == (1, 0.9)               # before reselect: the best first score
+    for c in best.candidates:
+        for k, v in snapshots[c.step].items():
+            assert torch.equal(c.state_dict[k], v), (c.step, k)
+
+    def which(m):                                            # the step whose Δ-model m holds
+        return next(s for s, snap in snapshots.items()
+                    if all(torch.equal(m.state_dict()[k], v) for k, v in snap.items()))
+
+    seen = []
+    second = {1: 0.1, 3: 0.7, 4: 0.7}                        # 3 and 4 tie: 3 has the better first score
+    chosen = best.reselect(net, lambda m: seen.append(which(m)) or second[which(m)])
+    assert sorted(seen) == [1, 3, 4] and chosen.step == 3 and best.step == 3 and best.value == 0.9
+    assert [c.rescore for c in best.candidates] == [0.1, 0.7, 0.7]
+    assert which(net) == 3                                   # the model holds the chosen step
+    for n, d in best.compressed.deltas().items():
+        assert torch.equal(dict(net.named_parameters())[n].detach(), d)
+    assert best.reselect(net, lambda m: -second[which(m)], higher=False).step == 3   # lowest of −score
+    assert best.reselect(net, lambda m: float("nan") if which(m) == 3 else second[which(m)]).step == 4
+
+    with pytest.raises(lc.CompressionError, match="not a number"):
+        best.reselect(net, lambda m: "good")
+    with pytest.raises(lc.CompressionError, match="NaN for every"):
+        best.reselect(net, lambda m: float("nan"))
+    with pytest.raises(lc.CompressionError, match="keep"):
+        lc.KeepBest(keep=0)
+    with pytest.raises(lc.CompressionError, match="no step yet"):
+        lc.KeepBest(keep=2).reselect(net, lambda m: 1.0)
+
+
 def test_keep_best_lower_start_score_and_errors():
     net = digits.reference()
     best = lc.KeepBest(score=lambda r: r.evaluation["loss"], higher=False, start=1)

@@ -200,8 +200,9 @@ def test_dagger_l_step_adds_the_policys_states_labelled_by_the_reference(ref):
 
 
 def test_rl_tradeoff_reports_the_validation_selected_step(ref, tmp_path, monkeypatch):
-    """Study 3's command on CartPole: the LC row is the step with the best validation return (its saved network
-    gives the reported test return), the last step's test return is kept beside it, and a rerun skips done runs."""
+    """Study 3's command on CartPole: the LC row is, of the two steps with the best validation returns, the one
+    with the better return on further validation episodes (its saved network gives the reported test return), the
+    last step's test return is kept beside it, and a rerun skips done runs."""
     import json
     from experiments import rl_tradeoff
     cache = tmp_path / "cache" / "qnetwork"
@@ -210,16 +211,23 @@ def test_rl_tradeoff_reports_the_validation_selected_step(ref, tmp_path, monkeyp
     monkeypatch.setenv("LC_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "out"
     argv = ["--env", "cartpole", "--schemes", "pruning=0.2", "--methods", "naive", "lc-offline", "--seeds", "0",
-            "--steps", "4", "--episodes", "5", "--eval-episodes", "3", "--out", str(out)]
+            "--steps", "4", "--episodes", "5", "--eval-episodes", "3", "--candidates", "2", "--rescore-episodes",
+            "4", "--out", str(out)]
     rl_tradeoff.main(argv)
     rows = {r["method"]: r for r in map(json.loads, (out / "rows.jsonl").read_text().splitlines())}
     assert set(rows) == {"reference", "naive", "lc-offline"}
     row = rows["lc-offline"]
     validation = json.loads(row["select_returns"])
-    assert len(validation) == 5 and row["selected_step"] == int(np.argmax(validation))  # first of the best
+    candidates = json.loads(row["candidates"])               # [step, validation return, rescore], best first
+    assert len(validation) == 5
+    assert [c[0] for c in candidates] == sorted(range(5), key=lambda j: (-validation[j], j))[:2]
+    assert [c[1] for c in candidates] == [validation[c[0]] for c in candidates]
+    chosen = max(candidates, key=lambda c: c[2])             # max keeps the first of a tie, as reselect does
+    assert row["selected_step"] == chosen[0]
     net = ref.network()
     net.load_state_dict(torch.load(out / row["net"], weights_only=True))
     assert qn.evaluate(net, "CartPole-v1", episodes=5).mean == row["return_mean"]
+    assert qn.evaluate(net, "CartPole-v1", 4, qn.SELECT_SEED0 + 3).mean == chosen[2]   # seeds after the screen's
     assert int(sum((p != 0).sum() for n, p in net.named_parameters() if n.endswith("weight"))) <= \
         round(0.2 * sum(p.numel() for n, p in net.named_parameters() if n.endswith("weight")))
     assert "last_return_mean" in row and (row["selected_step"] != 4 or row["last_return_mean"] == row["return_mean"])
@@ -264,6 +272,8 @@ def test_rl_tradeoff_checks_its_settings_before_anything_runs(tmp_path, monkeypa
                                                 "settings": "{\"steps\": 99}"}) + "\n")
     with pytest.raises(lc.CompressionError, match="other settings"):
         rl_tradeoff.main(["--env", "cartpole", "--out", str(out)])
+    with pytest.raises(lc.CompressionError, match="must both be ≥ 1"):
+        rl_tradeoff.main(["--env", "cartpole", "--candidates", "0", "--out", str(out)])
     assert trained == [] and len((out / "rows.jsonl").read_text().splitlines()) == 1   # nothing ran or was lost
 
 
