@@ -300,3 +300,28 @@ def test_rl_costs_says_what_to_run_when_no_tradeoff_networks_exist(tmp_path, mon
         rl_costs.main(["--env", "cartpole", "--tradeoff", str(tmp_path / "a"), str(tmp_path / "b"),
                        "--out", str(tmp_path / "out")])
     assert measured == [] and not (tmp_path / "out").exists()
+
+
+def test_rl_selection_picks_by_each_protocol(ref, tmp_path, monkeypatch):
+    """experiments.rl_selection: the step each protocol picks, on made-up scores, then one small run on CartPole
+    whose rows agree with its per-step evaluations."""
+    import json
+    from experiments import rl_selection
+    steps = [{"step": j, "validation": v, "rescore": r, "test": t}
+             for j, (v, r, t) in enumerate([(5, 1, 9), (9, 2, 1), (7, 8, 4), (9, 8, 3), (8, 0, 2)])]
+    # screen (2 best validations): steps 1 and 3 (tie, the earlier first); 3 rescores best; 0 tests best
+    assert rl_selection.choices(steps, 2) == {"validation_step": 1, "validation_test": 1, "rescored_step": 3,
+                                              "rescored_test": 3, "oracle_step": 0, "oracle_test": 9}
+    assert rl_selection.choices(steps, 3)["rescored_step"] == 3          # 2 and 3 tie at 8: 3 screened first
+    cache = tmp_path / "cache" / "qnetwork"
+    cache.mkdir(parents=True)
+    (cache / ref.path.name).write_bytes(ref.path.read_bytes())
+    monkeypatch.setenv("LC_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "sel"
+    rl_selection.main(["--env", "cartpole", "--schemes", "pruning=0.2", "--seeds", "0", "--steps", "2", "--from",
+                       "1", "--episodes", "3", "--eval-episodes", "2", "--rescore-episodes", "2", "--candidates", "1",
+                       "--out", str(out)])
+    per_step = [json.loads(line) for line in (out / "steps" / "rows.jsonl").read_text().splitlines()]
+    (row,) = [json.loads(line) for line in (out / "rows.jsonl").read_text().splitlines()]
+    assert [s["step"] for s in per_step] == [1, 2]
+    assert {k: row[k] for k in row if k not in ("scheme", "seed")} == rl_selection.choices(per_step, 1)

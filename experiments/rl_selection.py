@@ -1,0 +1,90 @@
+"""How well does validation choose the LC step? One offline LC run per seed, every step's Δ(Θ) from ``--from``
+on evaluated three ways: the per-step validation return LC itself computes (``--eval-episodes``, model-selection
+seeds), ``--rescore-episodes`` further validation episodes (the seeds after those), and the test episodes. Per
+seed it prints the test return of the step each protocol picks: the best per-step validation return
+(``--candidates 1`` of rl_tradeoff), the best rescore among the ``--candidates`` best of those (rl_tradeoff's
+default), and the best test return of any step (an oracle no protocol may use: the bound that selection alone
+can reach).
+
+    python -m experiments.rl_selection --schemes quantization=4 --seeds 3 4      # about 6 min per seed
+    python -m experiments.rl_selection --env cartpole --schemes pruning=0.2 --seeds 0 --steps 3 --from 0 \\
+        --episodes 5 --eval-episodes 3 --rescore-episodes 3 --out /tmp/sel                    # smoke test
+
+Writes rows.csv / rows.jsonl (one row per seed) and steps/rows.csv, steps/rows.jsonl (one per seed and step)
+to --out.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+from pathlib import Path
+
+import torch
+
+from tasks import qnetwork as qn
+
+from . import rl_common as rc
+
+
+def choices(steps: list[dict], candidates: int) -> dict:
+    """The step each protocol picks among ``steps`` (dicts with step, validation, rescore, test): the first of
+    the best validation returns; of the ``candidates`` best of those, the first of the best rescores; the best
+    test return (the oracle)."""
+    screened = sorted(steps, key=lambda s: (-s["validation"], s["step"]))[:candidates]
+    picks = {"validation": screened[0], "rescored": max(screened, key=lambda s: s["rescore"]),
+             "oracle": max(steps, key=lambda s: s["test"])}
+    return {f"{k}_{f}": v[f] for k, v in picks.items() for f in ("step", "test")}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    rc.common_args(ap)
+    ap.add_argument("--schemes", nargs="+", default=["quantization=4"], help="FAMILY=VALUE, see rl_common")
+    ap.add_argument("--seeds", type=int, nargs="+", default=(3, 4))
+    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--mu0", type=float, default=1e-3)
+    ap.add_argument("--multiplier", type=float, default=1.25)
+    ap.add_argument("--eval-episodes", type=int, default=20)
+    ap.add_argument("--rescore-episodes", type=int, default=100)
+    ap.add_argument("--candidates", type=int, default=5)
+    ap.add_argument("--from", dest="first", type=int, default=18, help="first step evaluated (earlier steps of "
+                    "the hard schemes are far below the later ones: never picked, and slow to evaluate)")
+    ap.add_argument("--set", nargs="+", default=[], metavar="FIELD=VALUE", help="L-step overrides, as rl_tradeoff")
+    ap.add_argument("--out", default="results/rl/selection")
+    args = ap.parse_args(argv)
+    out = Path(args.out)
+    rc.setup_logging(out)
+    torch.set_num_threads(args.threads)
+    overrides = rc.l_step_overrides(rc.ENVS[args.env](), args.set)
+    ref = rc.reference(args.env)
+    env = ref.cfg.env_id
+    steps, rows = [], []
+    for text in args.schemes:
+        scheme = rc.parse_scheme(text)
+        for seed in args.seeds:
+            kept = []
+
+            def keep(algorithm, record):
+                if record.step >= args.first:
+                    with algorithm.compressed():
+                        kept.append((record.step, record.evaluation, copy.deepcopy(algorithm.model.state_dict())))
+
+            net, _, _ = rc.lc_run(ref, scheme, "offline", seed=seed, mu0=args.mu0, multiplier=args.multiplier,
+                                  steps=args.steps, eval_episodes=args.eval_episodes, callbacks=[keep], **overrides)
+            these = []
+            for step, validation, state in kept:
+                net.load_state_dict(state)
+                these.append({"scheme": scheme.name, "seed": seed, "step": step, "validation": validation,
+                              "rescore": qn.evaluate(net, env, args.rescore_episodes,
+                                                     qn.SELECT_SEED0 + args.eval_episodes).mean,
+                              "test": qn.evaluate(net, env, args.episodes).mean})
+            steps += these
+            rows.append({"scheme": scheme.name, "seed": seed, **choices(these, args.candidates)})
+            print(" ".join(f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}" for k, v in rows[-1].items()),
+                  flush=True)
+            rc.write_rows(rows, out)
+            rc.write_rows(steps, out / "steps")
+
+
+if __name__ == "__main__":
+    main()
