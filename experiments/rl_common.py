@@ -145,6 +145,12 @@ def lc_run(ref: qn.Reference, scheme: Scheme, l_step: str, *, seed: int, mu0: fl
     return net, history, lc.Compressed.of(algorithm)
 
 
+def rescore(ref: qn.Reference, episodes: int, after: int) -> Callable[[torch.nn.Module], float]:
+    """The second validation score of a step (``KeepBest.reselect``): the mean return over ``episodes``
+    model-selection episodes starting after the ``after`` that the per-step evaluation of ``lc_run`` uses."""
+    return lambda m: qn.evaluate(m, ref.cfg.env_id, episodes, qn.SELECT_SEED0 + after).mean
+
+
 def l_step_overrides(cfg, items: list[str]) -> dict:
     """``["distill_steps=1000", …]`` → ``{"distill_steps": 1000, …}``: L-step fields (``lc_*``, ``distill_*``) of
     ``cfg`` only, converted to the field's type; any other field would need another reference."""

@@ -72,12 +72,11 @@ def main(argv=None):
             net, _, _ = rc.lc_run(ref, scheme, "offline", seed=seed, mu0=args.mu0, multiplier=args.multiplier,
                                   steps=args.steps, eval_episodes=args.eval_episodes, callbacks=[keep], **overrides)
             these = []
+            second = rc.rescore(ref, args.rescore_episodes, args.eval_episodes)
             for step, validation, state in kept:
                 net.load_state_dict(state)
                 these.append({"scheme": scheme.name, "seed": seed, "step": step, "validation": validation,
-                              "rescore": qn.evaluate(net, env, args.rescore_episodes,
-                                                     qn.SELECT_SEED0 + args.eval_episodes).mean,
-                              "test": qn.evaluate(net, env, args.episodes).mean})
+                              "rescore": second(net), "test": qn.evaluate(net, env, args.episodes).mean})
             steps += these
             rows.append({"scheme": scheme.name, "seed": seed, **choices(these, args.candidates)})
             print(" ".join(f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}" for k, v in rows[-1].items()),

@@ -55,8 +55,9 @@ def main(argv=None):
     ap.add_argument("--multiplier", type=float, default=1.25)
     ap.add_argument("--eval-episodes", type=int, default=20, help="validation episodes of the per-step LC evaluation "
                     "(model-selection seeds, as the reference's selection)")
-    ap.add_argument("--select", choices=("best", "last"), default="best", help="report the LC step with the best "
-                    "validation return (lc.KeepBest; the reference was selected the same way) or the last step")
+    ap.add_argument("--select", choices=("best", "last"), default="best", help="report the LC step chosen by "
+                    "validation (lc.KeepBest, see --candidates; the reference was selected by validation too) or the "
+                    "last step")
     ap.add_argument("--candidates", type=int, default=5, help="--select best: keep the steps with the M best "
                     "validation returns and choose among them by --rescore-episodes further validation episodes "
                     "(KeepBest.reselect); 1 = the best of the per-step validation returns")
@@ -131,8 +132,7 @@ def main(argv=None):
                     ratio = history[-1].ratio
                     last = qn.evaluate(net, ref.cfg.env_id, args.episodes)
                     if rescoring:       # validation seeds after the per-step evaluation's: disjoint from them
-                        best.reselect(net, lambda m: qn.evaluate(m, ref.cfg.env_id, args.rescore_episodes,
-                                                                 qn.SELECT_SEED0 + args.eval_episodes).mean)
+                        best.reselect(net, rc.rescore(ref, args.rescore_episodes, args.eval_episodes))
                     elif args.select == "best":
                         best.restore(net)
                     if args.select == "best":

@@ -67,8 +67,8 @@ class KeepBest:
         self.candidates: list[Candidate] = []
         self.chosen: Candidate | None = None
 
-    def _better(self, a: float, b: float) -> bool:
-        return a > b if self.higher else a < b
+    def _better(self, a: float, b: float, higher: bool | None = None) -> bool:
+        return a > b if (self.higher if higher is None else bool(higher)) else a < b
 
     def __call__(self, algorithm, record) -> None:
         if record.step < self.start:
@@ -119,7 +119,6 @@ class KeepBest:
         Leaves ``model`` holding the chosen step; returns its :class:`Candidate` (``candidates`` keep both
         scores)."""
         self._need()
-        higher = self.higher if higher is None else bool(higher)
         for c in self.candidates:
             model.load_state_dict(c.state_dict)
             raw = score_model(model)
@@ -133,7 +132,7 @@ class KeepBest:
             raise CompressionError("KeepBest.reselect: score_model gave NaN for every kept step")
         chosen = scored[0]
         for c in scored[1:]:
-            if (c.rescore > chosen.rescore) if higher else (c.rescore < chosen.rescore):
+            if self._better(c.rescore, chosen.rescore, higher):
                 chosen = c
         self.chosen = chosen
         log.info("KeepBest.reselect: step %d chosen (%g; its first score %g)", chosen.step, chosen.rescore,
