@@ -69,19 +69,27 @@ class AdaptiveQuantization(Compression):
 
     If w has d ≤ k distinct values, the optimum is w itself: the codebook holds those d values (no empty cluster,
     zero distortion) and the state is charged for d. Storage: N·⌈log₂ d⌉ + 32·d bits (d = k normally).
+
+    ``per_channel=True``: one codebook of k entries per row of the matrix the view gives (per output channel for
+    ``AsIs``; a vector is one row), each row's k-means solved as above: the problem separates over rows. Rows
+    with fewer than k distinct values repeat their largest entry, so that the codebook is a (rows, d) matrix
+    with d the most entries any row needs. Storage: N·⌈log₂ d⌉ + 32·rows·d bits.
     """
 
     k: int
     exact: bool = False
+    per_channel: bool = False
 
     def check(self, shape):
         if not _is_int(self.k) or self.k < 1:
             raise CompressionError(f"AdaptiveQuantization(k={self.k!r}): k is the number of codebook entries and must "
                                    "be an integer ≥ 1 (e.g. k=2 for one bit per weight)")
-        if not isinstance(self.exact, bool):
-            raise CompressionError(f"AdaptiveQuantization(exact={self.exact!r}): exact must be True or False")
+        if not isinstance(self.exact, bool) or not isinstance(self.per_channel, bool):
+            raise CompressionError(f"{self!r}: exact and per_channel must be True or False")
 
     def compress(self, w, mu, previous=None):
+        if self.per_channel and w.dim() >= 2:
+            return self._compress_rows(w, previous)
         init = previous.tensors.get("codebook") if previous is not None else None
         centroids = kmeans(w.detach(), self.k, init=init, exact=self.exact)
         _check_finite(centroids, repr(self))                 # a NaN or inf weight makes a centroid NaN or inf
@@ -98,8 +106,28 @@ class AdaptiveQuantization(Compression):
                      meta={"shape": list(w.shape), "encoding": {"codebook": "f32", "codes": f"uint:{b}"}},
                      bits=w.numel() * b + FLOAT_BITS * d)
 
+    def _compress_rows(self, w, previous):
+        x = w.detach().reshape(w.shape[0], -1)
+        init = previous.tensors.get("codebook") if previous is not None else None
+        if init is None or init.dim() != 2 or init.shape[0] != x.shape[0]:
+            init = None
+        books = [_f32(kmeans(r, self.k, init=None if init is None else init[i], exact=self.exact), w.dtype)
+                 for i, r in enumerate(x)]
+        d = max(c.numel() for c in books)
+        codebook = torch.stack([torch.cat([c, c[-1:].expand(d - c.numel())]) for c in books])
+        _check_finite(codebook, repr(self))
+        # nearest stored entry per row (a repeated entry is never chosen over its equal: same value either way)
+        codes = torch.stack([_nearest(r, c) for r, c in zip(x, codebook)]).reshape(-1)
+        b = _code_bits(d)
+        return State(tensors={"codebook": codebook, "codes": codes.to(_code_dtype(d))},
+                     meta={"shape": list(w.shape), "encoding": {"codebook": "f32", "codes": f"uint:{b}"}},
+                     bits=w.numel() * b + FLOAT_BITS * codebook.numel())
+
     def decompress(self, state):
-        return state.tensors["codebook"][state.tensors["codes"].long()].reshape(state.meta["shape"])
+        codebook, codes = state.tensors["codebook"], state.tensors["codes"].long()
+        if codebook.dim() == 2:                                     # per_channel: one codebook per row
+            return codebook.gather(1, codes.reshape(codebook.shape[0], -1)).reshape(state.meta["shape"])
+        return codebook[codes].reshape(state.meta["shape"])
 
 
 def _sign_codes(w: torch.Tensor) -> torch.Tensor:

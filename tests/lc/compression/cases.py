@@ -47,6 +47,10 @@ def distinct_at_most(k):
     return lambda x: x.unique().numel() <= k
 
 
+def distinct_per_row_at_most(k):
+    return lambda x: all(r.unique().numel() <= k for r in x.reshape(x.shape[0], -1))
+
+
 def pruned_codebook(kappa, k):
     """At most κ nonzeros, and at most k distinct nonzero values."""
     return lambda x: int((x != 0).sum()) <= kappa and x[x != 0].unique().numel() <= k
@@ -95,6 +99,9 @@ CASES = [
     Case(lc.AdaptiveQuantization(k=1), (20,), distinct_at_most(1)),
     Case(lc.AdaptiveQuantization(k=64), (30,), distinct_at_most(64)),
     Case(lc.AdaptiveQuantization(k=5, exact=True), (7, 9), distinct_at_most(5)),
+    Case(lc.AdaptiveQuantization(k=3, per_channel=True), (6, 10), distinct_per_row_at_most(3)),
+    Case(lc.AdaptiveQuantization(k=4, per_channel=True), (5, 3), distinct_per_row_at_most(4)),   # rows < k values
+    Case(lc.AdaptiveQuantization(k=2, per_channel=True), (30,), distinct_at_most(2)),             # a vector: one row
     Case(lc.PrunedQuantization(kappa=10, k=3), (60,), pruned_codebook(10, 3)),
     Case(lc.PrunedQuantization(kappa=0, k=2), (12, 5), pruned_codebook(0, 2)),
     Case(lc.PrunedQuantization(kappa=60, k=4), (12, 5), pruned_codebook(60, 4)),

@@ -207,6 +207,41 @@ def test_adaptive_shares_one_codebook_across_tensors():
     assert sq(flat, torch.cat([o.reshape(-1) for o in outs])) == pytest.approx(
         distortion(flat, _kmeans1d.kmeans(flat, 3, exact=True)), rel=1e-6)
 
+@pytest.mark.parametrize("seed", range(6))
+def test_adaptive_per_channel_is_the_brute_force_optimum_of_each_row(seed):
+    """One codebook per row: the distortion of each row is the brute-force k-means optimum of that row, and
+    the state is a (rows, d) codebook and N codes of ⌈log₂ d⌉ bits."""
+    g = torch.Generator().manual_seed(seed)
+    rows, n, k = 4, int(torch.randint(3, 8, (1,), generator=g)), int(torch.randint(2, 4, (1,), generator=g))
+    w = torch.stack([sample(KINDS[(seed + r) % len(KINDS)], n, g) for r in range(rows)]) * torch.logspace(-2, 1, rows,
+                                                                                                   dtype=torch.float64)[:, None]
+    if seed % 3 == 0:
+        w[1] = w[1, 0]                                                 # a row of one value: fewer than k entries
+    q = lc.AdaptiveQuantization(k, per_channel=True)
+    s = q.compress(w, 1.0)
+    out = q.decompress(s)
+    assert out.shape == w.shape and s.tensors["codebook"].shape[0] == rows
+    d = s.tensors["codebook"].shape[1]
+    assert d <= k and s.bits == w.numel() * (d - 1).bit_length() + 32 * rows * d
+    for r in range(rows):
+        assert out[r].unique().numel() <= k
+        assert sq(w[r], out[r]) == pytest.approx(brute_contiguous(w[r].tolist(), min(k, w[r].unique().numel())),
+                                                 rel=1e-6, abs=1e-12)
+    whole = lc.AdaptiveQuantization(k)
+    assert sq(w, out) <= sq(w, whole.decompress(whole.compress(w, 1.0))) * (1 + 1e-9)
+
+
+def test_adaptive_per_channel_warm_start_and_errors():
+    w = torch.randn(3, 50, generator=torch.Generator().manual_seed(0))
+    q = lc.AdaptiveQuantization(4, per_channel=True)
+    cold = q.compress(w, 1.0)
+    torch.testing.assert_close(q.decompress(q.compress(w, 1.0, previous=cold)), q.decompress(cold))
+    other = lc.AdaptiveQuantization(4).compress(w, 1.0)                # a 1-D codebook: not a warm start here
+    torch.testing.assert_close(q.decompress(q.compress(w, 1.0, previous=other)), q.decompress(cold))
+    with pytest.raises(lc.CompressionError, match="per_channel"):
+        lc.AdaptiveQuantization(4, per_channel=1).check(torch.Size([3, 50]))
+
+
 @pytest.mark.parametrize("compression,levels", [(lc.BinaryQuantization(), 2), (lc.ScaledBinaryQuantization(), 2),
                                                 (lc.ScaledTernaryQuantization(), 3), (lc.AffineQuantization(3), 8)])
 def test_one_scale_across_tensors(compression, levels):
