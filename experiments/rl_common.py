@@ -41,6 +41,7 @@ class Scheme:
     value: float
     tasks: Callable[[torch.nn.Module], dict]
     requires: tuple[str, ...] = ()
+    layers: str = ""                       # which weights, where the family leaves that open (rl_naive's rows)
 
     @property
     def name(self) -> str:
@@ -54,6 +55,17 @@ def quantization(k: int) -> Scheme:
     """Each weight matrix its own adaptive codebook of k values (biases kept in float32)."""
     return Scheme("quantization", k, lambda net: {Param(n): (AsVector, lc.AdaptiveQuantization(k=k))
                                                   for n in weight_names(net)}, ("AdaptiveQuantization",))
+
+
+def quantization_output_rows(k: int) -> Scheme:
+    """As :func:`quantization`, but the output layer has one codebook of k values per row (per action,
+    ``per_channel=True``): each action's Q-value is read from its own row, and one codebook for the whole layer
+    ties them together. Per-row codebooks for the hidden layers would cost 32·k bits for each of their 64 rows."""
+    def tasks(net):
+        names = weight_names(net)
+        return {Param(n): (AsIs if n == names[-1] else AsVector,
+                           lc.AdaptiveQuantization(k=k, per_channel=n == names[-1])) for n in names}
+    return Scheme("quantization-outrows", k, tasks, ("AdaptiveQuantization",))
 
 
 def _all_weights(compression: Callable[[int], lc.Compression]) -> Callable[[torch.nn.Module], dict]:
@@ -100,12 +112,13 @@ def pruned_quantization(keep: float, k: int = 16) -> Scheme:
 
 def parse_scheme(text: str) -> Scheme:
     """'quantization=4', 'pruning=0.1', 'low-rank-hidden=0.25', 'low-rank-all=0.5', 'quant2+sparse=0.02',
-    'pruned-quant16=0.1' (keep 10%, values from one 16-entry codebook; any k: 'pruned-quantK=KEEP')."""
+    'quantization-outrows=4' (the output layer one codebook per row), 'pruned-quant16=0.1' (keep 10%, values from one 16-entry codebook; any k: 'pruned-quantK=KEEP')."""
     family, _, value = text.partition("=")
     k = family.removeprefix("pruned-quant")
     if k != family and k.isdigit() and value:
         return pruned_quantization(float(value), int(k))
     makers = {"quantization": lambda v: quantization(int(v)), "pruning": pruning,
+              "quantization-outrows": lambda v: quantization_output_rows(int(v)),
               "low-rank-hidden": lambda v: low_rank(v, "hidden"), "low-rank-all": lambda v: low_rank(v, "all"),
               "quant2+sparse": quant_plus_sparse}
     if family not in makers or not value:

@@ -1,5 +1,7 @@
 """Study 1: naive (post-training) compression of the reference Q-network, as in Guggilla et al. 2023: return vs
-the fraction of weights pruned (0–0.9), and vs rank reduction of the hidden layers only and of all layers.
+the fraction of weights pruned (0–0.9), and vs rank reduction of the hidden layers only and of all layers; and
+which layer k-quantization hurts: each weight matrix quantized alone (one codebook of k values; the output layer
+also with one codebook per row), then all together (``--quantize``, rows of family ``quantization-layer``).
 
     python -m experiments.rl_naive [--env lunarlander] [--episodes 100] [--out results/rl/naive]
     python -m experiments.rl_naive --env cartpole --episodes 5 --out /tmp/naive      # smoke test, seconds
@@ -18,6 +20,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
+import lc  # noqa: E402
+from lc import AsIs, AsVector, Param  # noqa: E402
 from tasks import qnetwork as qn  # noqa: E402
 
 from . import rl_common as rc  # noqa: E402
@@ -32,6 +36,8 @@ def main(argv=None):
     ap.add_argument("--pruned", type=float, nargs="+", default=PRUNED, help="fractions of weights pruned")
     ap.add_argument("--ranks", type=float, nargs="+", default=RANK_FRACTIONS,
                     help="rank fractions: each matrix at rank ⌈f · min(m, n)⌉")
+    ap.add_argument("--quantize", type=int, nargs="*", default=(4, 8), help="codebook sizes k of the per-layer "
+                    "quantization rows (none: skip them)")
     ap.add_argument("--out", default="results/rl/naive")
     args = ap.parse_args(argv)
     out = Path(args.out)
@@ -40,6 +46,7 @@ def main(argv=None):
     ref = rc.reference(args.env)
     schemes = [rc.pruning(1 - p) for p in args.pruned]
     schemes += [rc.low_rank(f, layers) for layers in ("hidden", "all") for f in args.ranks]
+    schemes += [s for k in args.quantize for s in layer_quantization(ref.network(), k)]
     skipped = sorted({s.family for s in schemes if not s.available()})
     if skipped:
         print(f"skipped (this lc lacks their compression): {skipped}")
@@ -49,10 +56,23 @@ def main(argv=None):
         ratio = compressed.ratio(net)
         ev = qn.evaluate(net, ref.cfg.env_id, args.episodes)
         rows.append({"env": ref.cfg.env_id, "family": s.family, "value": s.value, "ratio": ratio,
-                     "return_mean": ev.mean, "return_std": ev.std, "episodes": ev.episodes})
-        tqdm.write(f"{s.name:28s} ratio {ratio:6.2f}  return {ev.mean:8.1f} ± {ev.std:.1f}")
+                     "return_mean": ev.mean, "return_std": ev.std, "episodes": ev.episodes,
+                     **({"layers": s.layers} if s.layers else {})})
+        label = f"{s.name} {s.layers}" if s.layers else s.name
+        tqdm.write(f"{label:40s} ratio {ratio:6.2f}  return {ev.mean:8.1f} ± {ev.std:.1f}")
     rc.write_rows(rows, out)
     plot(rows, out / "naive.png")
+
+
+def layer_quantization(net: torch.nn.Module, k: int) -> list[rc.Scheme]:
+    """k-quantization of each weight matrix alone, of the output layer with one codebook per row, and of all
+    matrices (one codebook each); ``layers`` names what is quantized."""
+    names = rc.weight_names(net)
+    q = lambda n, rows=False: (AsIs if rows else AsVector, lc.AdaptiveQuantization(k=k, per_channel=rows))  # noqa: E731
+    variants = [(n, {Param(n): q(n)}) for n in names]
+    variants += [(f"{names[-1]} per row", {Param(names[-1]): q(names[-1], True)}), ("all", None)]
+    return [rc.Scheme("quantization-layer", k, (lambda net, t=t: t) if t else rc.quantization(k).tasks,
+                      ("AdaptiveQuantization",), label) for label, t in variants]
 
 
 def plot(rows, path):

@@ -291,6 +291,34 @@ def test_pruned_quantization_scheme_keeps_a_fraction_of_the_weights_on_one_codeb
     assert history[-1].ratio > lc.Compressed.direct(ref.network(), dense.tasks(ref.network())).ratio(net) * 1.5
 
 
+def test_output_rows_scheme_gives_each_action_its_own_codebook(ref):
+    from experiments import rl_common as rc
+    scheme = rc.parse_scheme("quantization-outrows=4")
+    net = ref.network()
+    lc.Algorithm(net, scheme.tasks(net), lc.geometric_mu(1e-2, 4.0, 2), qn.DistillLStep(ref.cfg, ref, seed=0)).run()
+    *hidden, out = WEIGHTS
+    for w in hidden:                                                       # one codebook per hidden matrix
+        assert net.get_parameter(w).unique().numel() <= 4
+    rows = net.get_parameter(out).detach()
+    assert all(r.unique().numel() <= 4 for r in rows) and rows.unique().numel() > 4   # one per action
+    plain = rc.parse_scheme("quantization=4")
+    bits = lambda s: lc.Compressed.direct(ref.network(), s.tasks(ref.network())).bits   # noqa: E731
+    assert bits(scheme) - bits(plain) == 32 * 4 * (rows.shape[0] - 1)     # the extra codebooks, nothing else
+
+
+def test_rl_naive_quantizes_each_layer_alone_then_all(ref):
+    from experiments import rl_naive
+    schemes = rl_naive.layer_quantization(ref.network(), 2)
+    assert [s.layers for s in schemes] == [*WEIGHTS, "4.weight per row", "all"]
+    for s in schemes:
+        net = ref.network()
+        qn.project(net, s.tasks(net))
+        changed = [w for w in WEIGHTS if not torch.equal(net.get_parameter(w), ref.network().get_parameter(w))]
+        assert changed == (WEIGHTS if s.layers == "all" else [s.layers.split()[0]])
+        counts = [net.get_parameter(w).unique().numel() for w in changed]
+        assert all(c <= 2 for c in counts) if "per row" not in s.layers else counts[0] > 2
+
+
 def test_rl_costs_says_what_to_run_when_no_tradeoff_networks_exist(tmp_path, monkeypatch):
     from experiments import rl_costs
     measured = []
