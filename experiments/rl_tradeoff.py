@@ -1,6 +1,7 @@
 """Study 3: return vs compression ratio of double-DQN Q-networks, LC (online and offline L steps) vs naive
-compression, mean ± std over seeds, for quantization (k = 2, 4, 16), pruning, low rank, an additive mix and
-pruning with a codebook for the kept values (lc.PrunedQuantization).
+compression, mean ± std over seeds, for quantization (k = 2, 4, 16; k = 4 also with one codebook per row of the
+output layer), pruning, low rank, an additive mix and pruning with a codebook for the kept values
+(lc.PrunedQuantization).
 
     python -m experiments.rl_tradeoff                         # the study: LunarLander-v3, 3 seeds, 100 episodes
     python -m experiments.rl_tradeoff --env cartpole --schemes pruning=0.2 --seeds 0 --steps 3 --episodes 5 \\
@@ -39,8 +40,9 @@ from tasks import qnetwork as qn  # noqa: E402
 
 from . import rl_common as rc  # noqa: E402
 
-SCHEMES = ("quantization=2", "quantization=4", "quantization=16", "pruning=0.1", "pruning=0.3", "pruning=0.5",
-           "low-rank-hidden=0.25", "low-rank-hidden=0.5", "quant2+sparse=0.05", "pruned-quant16=0.25")
+SCHEMES = ("quantization=2", "quantization=4", "quantization-outrows=4", "quantization=16", "pruning=0.1",
+           "pruning=0.3", "pruning=0.5", "low-rank-hidden=0.25", "low-rank-hidden=0.5", "quant2+sparse=0.05",
+           "pruned-quant16=0.25")
 METHODS = ("naive", "lc-online", "lc-offline")
 
 
