@@ -104,7 +104,7 @@ def main(argv=None):
 
 def plot(rows, path):
     """Colour: the scheme's family (every pruned-quantK one colour); marker: the method."""
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(14, 5.5), sharey=True)
     markers = {"reference": "*", "naive": "o", "lc-online": "s", "lc-offline": "^"}
     groups = {}
     for r in rows:
@@ -119,7 +119,7 @@ def plot(rows, path):
         axes[1].plot([r["peak_rss_mb"] for r in rr], [r["mean"] for r in rr], **kw)
     axes[0].set(xlabel="evaluation wall time per transition (µs, measured)", ylabel="return (test episodes)")
     axes[1].set(xlabel="peak RSS of the evaluation process (MiB, measured)")
-    axes[1].legend(fontsize=7)
+    axes[1].legend(fontsize=6, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
