@@ -51,10 +51,18 @@ class Scheme:
         return all(hasattr(lc, r) for r in self.requires)
 
 
+def quantized(k: int, per_row: bool = False) -> tuple:
+    """The (view, compression) of one weight matrix on its own adaptive codebook of k values, or (``per_row``)
+    on one codebook per row."""
+    if per_row:
+        return AsIs, lc.AdaptiveQuantization(k=k, per_channel=True)
+    return AsVector, lc.AdaptiveQuantization(k=k)
+
+
 def quantization(k: int) -> Scheme:
     """Each weight matrix its own adaptive codebook of k values (biases kept in float32)."""
-    return Scheme("quantization", k, lambda net: {Param(n): (AsVector, lc.AdaptiveQuantization(k=k))
-                                                  for n in weight_names(net)}, ("AdaptiveQuantization",))
+    return Scheme("quantization", k, lambda net: {Param(n): quantized(k) for n in weight_names(net)},
+                  ("AdaptiveQuantization",))
 
 
 def quantization_output_rows(k: int) -> Scheme:
@@ -63,8 +71,7 @@ def quantization_output_rows(k: int) -> Scheme:
     ties them together. Per-row codebooks for the hidden layers would cost 32·k bits for each of their 64 rows."""
     def tasks(net):
         names = weight_names(net)
-        return {Param(n): (AsIs if n == names[-1] else AsVector,
-                           lc.AdaptiveQuantization(k=k, per_channel=n == names[-1])) for n in names}
+        return {Param(n): quantized(k, per_row=n == names[-1]) for n in names}
     return Scheme("quantization-outrows", k, tasks, ("AdaptiveQuantization",))
 
 
@@ -112,7 +119,8 @@ def pruned_quantization(keep: float, k: int = 16) -> Scheme:
 
 def parse_scheme(text: str) -> Scheme:
     """'quantization=4', 'pruning=0.1', 'low-rank-hidden=0.25', 'low-rank-all=0.5', 'quant2+sparse=0.02',
-    'quantization-outrows=4' (the output layer one codebook per row), 'pruned-quant16=0.1' (keep 10%, values from one 16-entry codebook; any k: 'pruned-quantK=KEEP')."""
+    'quantization-outrows=4' (the output layer one codebook per row), 'pruned-quant16=0.1' (keep 10%, values
+    from one 16-entry codebook; any k: 'pruned-quantK=KEEP')."""
     family, _, value = text.partition("=")
     k = family.removeprefix("pruned-quant")
     if k != family and k.isdigit() and value:

@@ -20,8 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
-import lc  # noqa: E402
-from lc import AsIs, AsVector, Param  # noqa: E402
+from lc import Param  # noqa: E402
 from tasks import qnetwork as qn  # noqa: E402
 
 from . import rl_common as rc  # noqa: E402
@@ -68,9 +67,8 @@ def layer_quantization(net: torch.nn.Module, k: int) -> list[rc.Scheme]:
     """k-quantization of each weight matrix alone, of the output layer with one codebook per row, and of all
     matrices (one codebook each); ``layers`` names what is quantized."""
     names = rc.weight_names(net)
-    q = lambda n, rows=False: (AsIs if rows else AsVector, lc.AdaptiveQuantization(k=k, per_channel=rows))  # noqa: E731
-    variants = [(n, {Param(n): q(n)}) for n in names]
-    variants += [(f"{names[-1]} per row", {Param(names[-1]): q(names[-1], True)}), ("all", None)]
+    variants = [(n, {Param(n): rc.quantized(k)}) for n in names]
+    variants += [(f"{names[-1]} per row", {Param(names[-1]): rc.quantized(k, per_row=True)}), ("all", None)]
     return [rc.Scheme("quantization-layer", k, (lambda net, t=t: t) if t else rc.quantization(k).tasks,
                       ("AdaptiveQuantization",), label) for label, t in variants]
 

@@ -55,6 +55,16 @@ def _nearest(w: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
     return torch.bucketize(w.reshape(-1), (codebook[1:] + codebook[:-1]) / 2, right=True, out_int32=True)
 
 
+def _codebook_state(w: torch.Tensor, codebook: torch.Tensor, codes: torch.Tensor) -> State:
+    """Θ of a codebook (one row of d entries, or one per row of w) and one code per weight: the codes at
+    ⌈log₂ d⌉ bits each, every entry as float32."""
+    d = codebook.shape[-1]
+    b = _code_bits(d)
+    return State(tensors={"codebook": codebook, "codes": codes.to(_code_dtype(d))},
+                 meta={"shape": list(w.shape), "encoding": {"codebook": "f32", "codes": f"uint:{b}"}},
+                 bits=w.numel() * b + FLOAT_BITS * codebook.numel())
+
+
 @dataclass(frozen=True)
 class AdaptiveQuantization(Compression):
     """Solves min_{c, z} Σ_i (w_i − c_{z_i})² over codebooks c ∈ ℝᵏ and assignments z_i ∈ {1…k}: 1-D k-means,
@@ -100,11 +110,7 @@ class AdaptiveQuantization(Compression):
         if not bool(used.all()):                      # float32 rounding merged two clusters: drop the empty one
             codebook = codebook[used]
             codes = _nearest(w, codebook)
-        d = codebook.numel()
-        b = _code_bits(d)
-        return State(tensors={"codebook": codebook, "codes": codes.to(_code_dtype(d))},
-                     meta={"shape": list(w.shape), "encoding": {"codebook": "f32", "codes": f"uint:{b}"}},
-                     bits=w.numel() * b + FLOAT_BITS * d)
+        return _codebook_state(w, codebook, codes)
 
     def _compress_rows(self, w, previous):
         x = w.detach().reshape(w.shape[0], -1)
@@ -118,10 +124,7 @@ class AdaptiveQuantization(Compression):
         _check_finite(codebook, repr(self))
         # nearest stored entry per row (a repeated entry is never chosen over its equal: same value either way)
         codes = torch.stack([_nearest(r, c) for r, c in zip(x, codebook)]).reshape(-1)
-        b = _code_bits(d)
-        return State(tensors={"codebook": codebook, "codes": codes.to(_code_dtype(d))},
-                     meta={"shape": list(w.shape), "encoding": {"codebook": "f32", "codes": f"uint:{b}"}},
-                     bits=w.numel() * b + FLOAT_BITS * codebook.numel())
+        return _codebook_state(w, codebook, codes)
 
     def decompress(self, state):
         codebook, codes = state.tensors["codebook"], state.tensors["codes"].long()
