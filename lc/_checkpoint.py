@@ -2,7 +2,6 @@
 broken file. Only tensors, numbers, strings, lists and dicts are written, so loading runs no code."""
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 
@@ -10,27 +9,14 @@ import numpy as np
 import torch
 
 from ._errors import CompressionError
+from ._io import write_atomic
 
 FILENAME = "lc_checkpoint.pt"
 
 
 def save_atomic(obj, path: Path) -> None:
     """Write to a temporary file in the same directory, fsync it, then rename it over ``path``."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    try:                                                   # make the rename itself durable
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass
+    write_atomic(path, lambda f: torch.save(obj, f), what="the checkpoint")
 
 
 def load(path: Path):

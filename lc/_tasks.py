@@ -8,6 +8,7 @@ from typing import Mapping, Sequence
 import torch
 
 from ._errors import CompressionError
+from ._hooks import forward_with_hooks
 from .compression._base import Compression, State
 from .compression.additive import Additive, AdditiveStep
 from .params import Param, View
@@ -48,23 +49,13 @@ class _Probe:
     def _forward(self, who: str) -> dict[str, list]:
         """{module name: [output shape of each call]}, from one forward pass with hooks on every module."""
         outputs = {name: [] for name, _ in self.model.named_modules()}
-        def hook(name):
-            return lambda module, args, out: outputs[name].append(out.shape if torch.is_tensor(out) else None)
-        handles = [m.register_forward_hook(hook(n)) for n, m in self.model.named_modules()]
-        modes = [(m, m.training) for m in self.model.modules()]
+        def hook(name, module, args, out):
+            outputs[name].append(out.shape if torch.is_tensor(out) else None)
         try:
-            self.model.eval()                                   # no batch-norm statistics updated
-            with torch.no_grad():
-                x = self.example_input
-                self.model(*x) if isinstance(x, tuple) else self.model(x)
+            forward_with_hooks(self.model, self.example_input, hook)
         except Exception as e:
             raise CompressionError(f"{who}: running the model on example_input failed ({type(e).__name__}: {e}); "
                                    "give an input batch the model accepts") from e
-        finally:
-            for m, training in modes:
-                m.train(training)
-            for h in handles:
-                h.remove()
         return outputs
 
     def output_positions(self, param_name: str, rows: int, who: str) -> int:

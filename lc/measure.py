@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from ._errors import CompressionError
+from ._hooks import forward_with_hooks
 
 __all__ = ["Quantity", "Profile", "Timing", "Usage", "flops", "parameter_count", "timings", "latencies", "latency",
            "workload", "profile"]
@@ -61,18 +62,14 @@ def _macs(module: nn.Module, inputs, output) -> int:
 
 def flops(model: nn.Module, example: torch.Tensor) -> int:
     """Multiply-adds of one forward pass of ``model`` on ``example`` (with its batch dimension)."""
-    total = [0]
-    hooks = [m.register_forward_hook(lambda m, i, o: total.__setitem__(0, total[0] + _macs(m, i, o)))
-             for m in model.modules()]
-    training = model.training
-    try:
-        with torch.no_grad():
-            model.eval()(example)
-    finally:
-        model.train(training)
-        for h in hooks:
-            h.remove()
-    return total[0]
+    total = 0
+
+    def count(name, module, args, out):
+        nonlocal total
+        total += _macs(module, args, out)
+
+    forward_with_hooks(model, example, count)
+    return total
 
 
 def parameter_count(model: nn.Module) -> int:

@@ -37,6 +37,7 @@ import torch
 
 from . import _packing
 from ._errors import CompressionError
+from ._io import write_atomic
 from ._tasks import Task, Viewed, build_tasks, c_step, model_ratio
 from .compression._base import Compression, State
 from .compression import additive
@@ -300,19 +301,14 @@ def save(path, model: torch.nn.Module, compressed, *, overwrite: bool = False) -
     digest = hashlib.sha256(head)
     for c in payload.chunks:
         digest.update(c)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(head)
-            for c in payload.chunks:
-                f.write(c)
-            f.write(digest.digest())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+
+    def write(f):
+        f.write(head)
+        for c in payload.chunks:
+            f.write(c)
+        f.write(digest.digest())
+
+    write_atomic(path, write, what="the artifact")
     return len(head) + payload.size + 32
 
 

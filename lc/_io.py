@@ -1,0 +1,99 @@
+"""Files that appear whole or not at all: the one way lc, its adapters and its experiments write a file.
+
+A kill, Ctrl-C or a full disk at any moment leaves either the previous file or the new one, never a part of one,
+and never a stray temporary file once the writer has returned or raised. ``replace=False`` never overwrites what
+is there (another process may have written the same file meanwhile: its file is kept)."""
+from __future__ import annotations
+
+import errno
+import os
+import tempfile
+from pathlib import Path
+from typing import BinaryIO, Callable
+
+from ._errors import CompressionError
+
+__all__ = ["write_atomic", "write_bytes_atomic", "write_text_atomic", "writable_dir"]
+
+
+def _os_error(path: Path, what: str, e: OSError) -> CompressionError:
+    reason = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exhausted",
+              errno.EACCES: "permission denied", errno.EPERM: "permission denied",
+              errno.EROFS: "the file system is read-only"}.get(e.errno, e.strerror or str(e))
+    return CompressionError(f"cannot write {what} {path}: {reason}; free space or choose another path "
+                            "(nothing was written there)")
+
+
+def writable_dir(path: Path, what: str) -> Path:
+    """``path`` as a directory that exists (created with its parents) and that this process may write in; any
+    other case is a :class:`CompressionError` saying what to change."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise CompressionError(f"{what} {path} is a file, not a directory: give a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise _os_error(path, what, e) from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise CompressionError(f"{what} {path} is not writable: give a directory this process may write in")
+    return path
+
+
+def write_atomic(path, write: Callable[[BinaryIO], None], *, replace: bool = True, what: str = "the file") -> bool:
+    """Write ``path`` through ``write(f)`` on a temporary file in the same directory, fsync it, then move it into
+    place: rename over ``path`` (``replace=True``), or link it there only if ``path`` does not exist
+    (``replace=False``; returns False and keeps the existing file if it does). Returns True once the file is
+    in place. The parent directory must exist; OS errors become :class:`CompressionError` naming ``what``."""
+    path = Path(path)
+    if path.is_dir():
+        raise CompressionError(f"{what} {path} is a directory: give a file name")
+    if not path.parent.is_dir():
+        raise CompressionError(f"cannot write {what} {path}: its directory {path.parent} does not exist; create "
+                               "it first or choose another path")
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        if replace:
+            os.replace(tmp, path)
+            tmp = None
+        else:
+            try:
+                os.link(tmp, path)                            # fails if path exists: never overwritten
+            except FileExistsError:
+                return False
+        _fsync_dir(path.parent)
+        return True
+    except OSError as e:
+        raise _os_error(path, what, e) from None
+    finally:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+
+
+def write_bytes_atomic(path, data: bytes, **kwargs) -> bool:
+    return write_atomic(path, lambda f: f.write(data), **kwargs)
+
+
+def write_text_atomic(path, text: str, **kwargs) -> bool:
+    return write_atomic(path, lambda f: f.write(text.encode()), **kwargs)
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make a rename durable (not every platform can open a directory)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
