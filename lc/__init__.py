@@ -7,13 +7,15 @@
 from ._errors import CompressionError
 from .algorithm import Algorithm, StepRecord, geometric_mu
 from .callbacks import KeepBest
-from .compression import (AdaptiveQuantization, Additive, AffineQuantization, BinaryQuantization, Compression,
+from ._steps import Additive
+from .compression import (AdaptiveQuantization, AffineQuantization, BinaryQuantization, Compression,
                           ConstraintL0Pruning, ConstraintL1Pruning, LowRank, PenaltyL0Pruning, PenaltyL1Pruning,
                           PrunedQuantization, RankBudget, RankSelection, ScaledBinaryQuantization, ScaledTernaryQuantization, State)
 from .params import AsIs, AsVector, Param, View
 from . import measure
 from .export import export
-from .storage import Compressed, load, nominal_bits, save
+from .compressed import Compressed, nominal_bits
+from .storage import load, save
 
 __version__ = "0.1.0"
 

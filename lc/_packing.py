@@ -1,8 +1,11 @@
 """Bytes for each tensor encoding of ``State.meta["encoding"]`` (see :class:`lc.State`): the artifact writer
 (:mod:`lc.storage`) calls ``encode`` and ``decode`` by encoding name and knows nothing of compressions.
 
-- ``"f32"``: the values, little-endian, in the tensor's own float dtype (float32 for float32 models, so 32 bits
-  a value; another float dtype is kept as is, so that the round trip stays bit-exact);
+- ``"f32"``: the values as float32, little-endian, 32 bits each, decoded back to the tensor's dtype; only for
+  values float32 represents exactly (codebooks and scales, which the C steps round to float32), so the round
+  trip stays bit-exact whatever the dtype;
+- ``"float"``: the values in the tensor's own float dtype, little-endian (16, 32 or 64 bits each): values copied
+  from the weights (kept values of pruning, low-rank factors);
 - ``"uint:b"``: unsigned integer codes, b bits each, packed LSB-first (``n·b`` bits, padded to a byte);
 - ``"positions"``: sorted positions in a flat tensor of ``prod(meta["shape"])`` entries, written exactly as
   :mod:`lc.compression._coding` counts them: a bitmap (one bit an entry) or fixed-width gap codes with escapes.
@@ -76,9 +79,19 @@ def positions_from_gap_codes(codes: torch.Tensor, width: int) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------------------------- encodings
-def _encode_float(t: torch.Tensor, meta) -> tuple[bytes, dict]:
+def _encode_f32(t: torch.Tensor, meta) -> tuple[bytes, dict]:
     if not t.dtype.is_floating_point:
         raise CompressionError(f"an 'f32' tensor must hold floats, this one has dtype {t.dtype}")
+    t32 = t.detach().to(torch.float32)
+    if not torch.equal(t32.to(t.dtype), t.detach()):
+        raise CompressionError(f"an 'f32' tensor must hold values that float32 represents exactly (32 bits each); "
+                               f"this {t.dtype} tensor does not: declare it 'float' (stored in its own dtype)")
+    return tensor_bytes(t32), {}
+
+
+def _encode_float(t: torch.Tensor, meta) -> tuple[bytes, dict]:
+    if not t.dtype.is_floating_point:
+        raise CompressionError(f"a 'float' tensor must hold floats, this one has dtype {t.dtype}")
     return tensor_bytes(t), {}
 
 
@@ -100,6 +113,10 @@ def tensor_from_bytes(data: bytes, dtype: torch.dtype, shape) -> torch.Tensor:
         return torch.from_numpy(np.frombuffer(data, dtype="<i2").copy()).view(torch.bfloat16).reshape(shape)
     np_dtype = torch.empty((), dtype=dtype).numpy().dtype.newbyteorder("<")
     return torch.from_numpy(np.frombuffer(data, dtype=np_dtype).astype(np_dtype.newbyteorder("="))).reshape(shape)
+
+
+def _decode_f32(data: bytes, info, meta, dtype, shape) -> torch.Tensor:
+    return tensor_from_bytes(data, torch.float32, shape).to(dtype)
 
 
 def _decode_float(data: bytes, info, meta, dtype, shape) -> torch.Tensor:
@@ -161,6 +178,8 @@ def _decode_positions(data, info, meta, dtype, shape) -> torch.Tensor:
 
 def _codec(encoding: str):
     if encoding == "f32":
+        return _encode_f32, _decode_f32
+    if encoding == "float":
         return _encode_float, _decode_float
     if encoding == "positions":
         return _encode_positions, _decode_positions
@@ -168,7 +187,7 @@ def _codec(encoding: str):
         width = encoding[5:]
         if width.isdigit() and 0 <= int(width) <= 32:      # uint:0: every code is 0 (a one-entry codebook)
             return _encode_uint(int(width)), _decode_uint(int(width))
-    raise CompressionError(f"unknown tensor encoding {encoding!r}; known: 'f32', 'uint:b' (0 ≤ b ≤ 32), "
+    raise CompressionError(f"unknown tensor encoding {encoding!r}; known: 'f32', 'float', 'uint:b' (0 ≤ b ≤ 32), "
                            "'positions' (see lc.State)")
 
 

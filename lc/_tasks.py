@@ -3,40 +3,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Mapping
 
 import torch
 
 from ._errors import CompressionError
 from ._hooks import forward_with_hooks
-from .compression._base import Compression, State
-from .compression.additive import Additive, AdditiveStep
+from ._steps import Additive, AdditiveStep, Step, Viewed, check_couplings
+from .compression._base import Compression
 from .params import Param, View
 
-__all__ = ["Task", "Viewed", "Context", "build_tasks", "c_step", "model_ratio"]
-
-
-@dataclass(frozen=True)
-class Viewed:
-    """A ``(View, Compression)`` pair bound to the shapes of its tensors: a C step over a list of tensors."""
-
-    view: View
-    compression: Compression
-    shapes: tuple[torch.Size, ...]
-
-    def check(self):
-        self.view.check(self.shapes)
-        self.compression.check(self.view.shape(self.shapes))
-
-    def compress(self, ws: Sequence[torch.Tensor], mu: float, previous: State | None = None) -> State:
-        return self.compression.compress(self.view.flatten(ws), mu, previous)
-
-    def decompress(self, state: State) -> list[torch.Tensor]:
-        return self.view.unflatten(self.compression.decompress(state), self.shapes)
-
-    @property
-    def coupling(self):
-        return self.compression.coupling
+__all__ = ["Task", "Context", "build_tasks"]
 
 
 class _Probe:
@@ -96,16 +73,20 @@ class Context:
 
 @dataclass(eq=False)
 class Task:
-    """One entry of ``compression_tasks``: its parameters and the C step that compresses them together."""
+    """One entry of ``compression_tasks``: its parameters and the :class:`lc._steps.Step` that compresses them."""
 
     name: str                          # "fc1.weight", or "fc2.weight+fc3.weight" for a joint task
     param_names: tuple[str, ...]
     params: tuple[torch.nn.Parameter, ...]
-    c: Viewed                          # or an additive combination with the same three methods
+    step: Step
 
-    def spec(self) -> str:
-        """A stable description of what this task does (used to recognise a checkpoint of the same run)."""
-        return f"{self.name}: {self.c!r}"
+    def weights(self) -> list[torch.Tensor]:
+        """w: the task's tensors as they are now (detached)."""
+        return [p.detach() for p in self.params]
+
+    def deltas(self, state) -> dict[str, torch.Tensor]:
+        """Δ(Θ) of this task by parameter name."""
+        return dict(zip(self.param_names, self.step.decompress(state)))
 
 
 def _as_pair(value, param: Param):
@@ -127,7 +108,7 @@ def _as_pair(value, param: Param):
     return view, compression
 
 
-def _task_compression(value, param: Param, context: Context):
+def _task_step(value, param: Param, context: Context):
     def viewed(pair):
         view, compression = _as_pair(pair, param)
         return Viewed(view, compression.bind(context), context.shapes)
@@ -141,15 +122,6 @@ def _task_compression(value, param: Param, context: Context):
     value.check()
     parts = tuple(viewed(v) for v in value.parts)
     return parts[0] if len(parts) == 1 else AdditiveStep(parts, value.c_step_reps, value.tol)
-
-
-def model_ratio(model: torch.nn.Module, tasks: Sequence[Task], bits: int) -> float:
-    """Nominal compression ratio of the whole model: 32 × (all parameters) / (``bits`` of the compressed tasks +
-    32 × the parameters in no task)."""
-    compressed = {n for t in tasks for n in t.param_names}
-    total = sum(p.numel() for p in model.parameters())
-    rest = sum(p.numel() for n, p in model.named_parameters() if n not in compressed)
-    return 32 * total / max(bits + 32 * rest, 1)
 
 
 def build_tasks(model: torch.nn.Module, compression_tasks: Mapping, example_input=None) -> list[Task]:
@@ -171,34 +143,10 @@ def build_tasks(model: torch.nn.Module, compression_tasks: Mapping, example_inpu
             owner[n] = param
         name = "+".join(names)
         try:
-            c = _task_compression(value, param, Context(names, tuple(p.shape for _, p in named), probe))
-            c.check()
+            step = _task_step(value, param, Context(names, tuple(p.shape for _, p in named), probe))
+            step.check()
         except CompressionError as e:
             raise CompressionError(f"task {name!r}: {e}") from None
-        tasks.append(Task(name, names, tuple(p for _, p in named), c))
-    for coupling, group in _coupled(tasks).values():
-        coupling.check([tasks[i].c.compression for i in group])
+        tasks.append(Task(name, names, tuple(p for _, p in named), step))
+    check_couplings([t.step for t in tasks])
     return tasks
-
-
-def _coupled(tasks) -> dict[int, tuple]:
-    """{id(coupling): (coupling, [indices of the tasks that share it])}."""
-    groups: dict[int, tuple] = {}
-    for i, task in enumerate(tasks):
-        if task.c.coupling is not None:
-            groups.setdefault(id(task.c.coupling), (task.c.coupling, []))[1].append(i)
-    return groups
-
-
-def c_step(tasks: Sequence[Task], ws: Sequence[list[torch.Tensor]], mu: float,
-           previous: Sequence[State | None]) -> list[State]:
-    """Θ ← Π(w − λ/μ) for every task, given ``ws[i]`` = w − λ/μ of task i: each task alone, except the tasks whose
-    compressions share a coupling (an ``lc.RankBudget``), which it solves together."""
-    states = [task.c.compress(w, mu, prev) if task.c.coupling is None else None
-              for task, w, prev in zip(tasks, ws, previous)]
-    for coupling, group in _coupled(tasks).values():
-        joint = coupling.compress([tasks[i].c.compression for i in group],
-                                  [tasks[i].c.view.flatten(ws[i]) for i in group], mu, [previous[i] for i in group])
-        for i, state in zip(group, joint):
-            states[i] = state
-    return states

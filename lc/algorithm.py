@@ -3,11 +3,10 @@ penalty) with exact C steps, under an increasing penalty μ and, by default, Lag
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import hashlib
-import json
+import inspect
 import logging
 import math
+import numbers
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,10 +14,13 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import torch
 
-from . import _checkpoint
+from ._checkpoint import Checkpoint, LoopState
 from ._errors import CompressionError
-from ._tasks import Task, build_tasks, c_step, model_ratio
+from ._steps import solve
+from ._tasks import Task, build_tasks
+from .compressed import model_ratio
 from .compression._base import State
+from .penalty import Penalty
 
 __all__ = ["Algorithm", "StepRecord", "geometric_mu"]
 
@@ -27,16 +29,28 @@ log = logging.getLogger(__name__)
 
 def geometric_mu(mu0: float, multiplier: float, steps: int) -> list[float]:
     """The usual schedule μ_j = μ₀ · a^j, j = 0 … steps − 1 (e.g. ``geometric_mu(9e-5, 1.1, 40)``)."""
-    if not (isinstance(steps, int) and steps >= 1):
+    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
         raise CompressionError(f"geometric_mu: steps={steps!r} must be an integer ≥ 1")
-    if not (mu0 > 0 and math.isfinite(mu0)):
+    if isinstance(mu0, bool) or not isinstance(mu0, numbers.Real) or not (mu0 > 0 and math.isfinite(mu0)):
         raise CompressionError(f"geometric_mu: mu0={mu0!r} must be a finite number > 0")
-    if not (multiplier >= 1 and math.isfinite(multiplier)):
-        raise CompressionError(f"geometric_mu: multiplier={multiplier!r} must be ≥ 1 (μ may not decrease)")
-    return [mu0 * multiplier ** j for j in range(steps)]
+    if isinstance(multiplier, bool) or not isinstance(multiplier, numbers.Real) or not (
+            multiplier >= 1 and math.isfinite(multiplier)):
+        raise CompressionError(f"geometric_mu: multiplier={multiplier!r} must be a finite number ≥ 1 (μ may not "
+                               "decrease)")
+    try:
+        mus = [float(mu0) * float(multiplier) ** j for j in range(int(steps))]
+    except OverflowError:
+        mus = [math.inf]
+    if not math.isfinite(mus[-1]):
+        raise CompressionError(f"geometric_mu({mu0!r}, {multiplier!r}, {steps!r}): μ₀·a^(steps−1) overflows a "
+                               "float; lower the multiplier or the number of steps")
+    return mus
 
 
 def _check_schedule(mu_schedule) -> list[float]:
+    if isinstance(mu_schedule, (str, bytes, Mapping, set, frozenset)):
+        raise CompressionError(f"mu_schedule must be a sequence of numbers in order (a list, e.g. "
+                               f"lc.geometric_mu(1e-3, 1.1, 30)), not a {type(mu_schedule).__name__}")
     try:
         mus = [float(m) for m in mu_schedule]
     except (TypeError, ValueError):
@@ -51,6 +65,21 @@ def _check_schedule(mu_schedule) -> list[float]:
             raise CompressionError(f"mu_schedule must not decrease: μ[{j}]={mus[j]:g} < μ[{j-1}]={mus[j-1]:g}; "
                                    "sort it or use lc.geometric_mu")
     return mus
+
+
+def _check_callable(f, name: str, call: str, args: tuple) -> None:
+    """``f`` must be callable with ``args`` (checked on its signature, before anything runs)."""
+    if not callable(f):
+        raise CompressionError(f"{name} must be callable as {call}")
+    try:
+        signature = inspect.signature(f)
+    except (TypeError, ValueError):
+        return                                              # no signature to check (some builtins)
+    try:
+        signature.bind(*args)
+    except TypeError as e:
+        raise CompressionError(f"{name} cannot be called as {call}: its signature is {signature} ({e}); give it "
+                               f"exactly those arguments (or *args)") from None
 
 
 @dataclass
@@ -73,13 +102,14 @@ class Algorithm:
 
     - ``l_step_optimization(model, lc_penalty, step)`` trains ``model`` on its loss + ``lc_penalty()``, where
       ``lc_penalty()`` = Σ_tasks μ/2 ‖w − Δ(Θ) − λ/μ‖² (a differentiable scalar on the weights' device; or call
-      ``lc_penalty.add_grad_()`` after ``loss.backward()`` to add its gradient directly, see :class:`Penalty`) and
-      ``step`` is the index of μ in ``mu_schedule``. If it has ``state_dict``/``load_state_dict`` (e.g. it keeps
+      ``lc_penalty.add_grad_()`` after ``loss.backward()`` to add its gradient directly, see :class:`lc.Penalty`)
+      and ``step`` is the index of μ in ``mu_schedule``. If it has ``state_dict``/``load_state_dict`` (e.g. it keeps
       an optimizer across steps), that state is checkpointed too.
     - ``evaluation_func(model)`` is called after every step with Δ(Θ) in the model; its result is recorded.
     - ``multipliers=True``: augmented Lagrangian (λ updated); ``False``: quadratic penalty (λ = 0).
     - ``tolerance``: stop early once Σ_tasks ‖w − Δ(Θ)‖² < tolerance.
-    - ``callbacks``: ``cb(algorithm, record)`` after every step; a callback that returns ``True`` stops the run.
+    - ``callbacks``: ``cb(algorithm, record)`` after every step, every callback every step; the run stops after
+      a step at which any of them returned ``True``.
     - ``checkpoint_dir``: after every step the run is saved there atomically; ``run()`` on a directory holding a
       checkpoint of the same run continues from its last finished step (and returns at once if it had
       finished). A checkpoint of a different run is an error, never overwritten.
@@ -87,79 +117,109 @@ class Algorithm:
       compressions that ask for their layer's output size (``RankSelection(criterion="flops")``): the model is run
       on it once, in eval mode and without gradients, when the tasks are built.
 
-    After ``run()`` the model holds Δ(Θ); ``uncompressed`` holds w (by parameter name).
+    After ``run()`` the model holds Δ(Θ); ``uncompressed`` holds w (by parameter name). If ``run()`` raises (an
+    exception in the L step, Ctrl-C), calling it again resumes from the checkpoint when there is one, starts
+    afresh when no L step had begun, and otherwise refuses: the model then holds half-trained weights.
     """
 
     def __init__(self, model: torch.nn.Module, compression_tasks: Mapping, mu_schedule: Sequence[float],
                  l_step_optimization: Callable, evaluation_func: Callable | None = None, *,
                  multipliers: bool = True, tolerance: float = 1e-8, callbacks: Iterable[Callable] = (),
                  checkpoint_dir: str | Path | None = None, example_input: Any = None):
+        self.mu_schedule = _check_schedule(mu_schedule)
+        _check_callable(l_step_optimization, "l_step_optimization", "f(model, lc_penalty, step)", (None, None, 0))
+        if evaluation_func is not None:
+            _check_callable(evaluation_func, "evaluation_func", "f(model) (or None)", (None,))
+        self.checkpoint = Checkpoint(checkpoint_dir) if checkpoint_dir is not None else None
         self.model = model
         self.tasks: list[Task] = build_tasks(model, compression_tasks, example_input)
-        self.mu_schedule = _check_schedule(mu_schedule)
-        if not callable(l_step_optimization):
-            raise CompressionError("l_step_optimization must be callable as f(model, lc_penalty, step)")
-        if evaluation_func is not None and not callable(evaluation_func):
-            raise CompressionError("evaluation_func must be callable as f(model) or None")
         self.l_step_optimization = l_step_optimization
         self.evaluation_func = evaluation_func
         self.multipliers = bool(multipliers)
         self.tolerance = float(tolerance)
         self.callbacks = list(callbacks)
-        self.checkpoint_path = Path(checkpoint_dir) / _checkpoint.FILENAME if checkpoint_dir is not None else None
-        self.states: list[State | None] = [None] * len(self.tasks)
-        self.history: list[StepRecord] = []
+        self.loop = self._fresh()
         self.uncompressed: dict[str, torch.Tensor] | None = None
-        self._delta = {n: None for t in self.tasks for n in t.param_names}           # Δ(Θ) per parameter
-        self._lam = {n: torch.zeros_like(p) for t in self.tasks for n, p in zip(t.param_names, t.params)}
-        self._finished = False
+        self._delta: dict[str, torch.Tensor] = {}               # Δ(Θ) per parameter, from loop.states
+        self._trained = self._failed = self._done = False
+
+    states = property(lambda self: self.loop.states, doc="Θ: the state of each task after the last C step")
+    history = property(lambda self: self.loop.history, doc="one StepRecord per finished step")
+    checkpoint_path = property(lambda self: None if self.checkpoint is None else self.checkpoint.path)
 
     # ----------------------------------------------------------------------------------------- the loop
     def run(self) -> list[StepRecord]:
         """Direct compression, then an L step and a C step per μ; returns the history."""
-        if self._finished:
+        if self._done:
             raise CompressionError("this Algorithm has already run; build a new one to run again")
-        start = self._resume()
-        if start == 0:
-            self._record(step=0, mu=0.0, l_time=0.0, c_time=self._c_step(self.mu_schedule[0]))  # Θ = Π(w̄)
-        for j in range(start, len(self.mu_schedule)):
-            if self._finished:
-                break
-            mu = self.mu_schedule[j]
-            t = time.perf_counter()
-            self.l_step_optimization(self.model, self._penalty(mu), j)  # w ← argmin L(w) + μ/2‖w − Δ(Θ) − λ/μ‖²
-            l_time = time.perf_counter() - t
-            c_time = self._c_step(mu)                                   # Θ ← Π(w − λ/μ)
-            if self.multipliers:
-                for n, p in self._named_params():
-                    self._lam[n] = self._lam[n] - mu * (p.detach() - self._delta[n])  # λ ← λ − μ(w − Δ(Θ))
-            self._record(step=j + 1, mu=mu, l_time=l_time, c_time=c_time)
-        self._finished = True
+        try:
+            self._begin()                                                   # resumed, or Θ = Π(w̄) as step 0
+            for j in range(self.loop.next_step, len(self.mu_schedule)):
+                if self.loop.finished:
+                    break
+                mu = self.mu_schedule[j]
+                self._trained, t = True, time.perf_counter()
+                self.l_step_optimization(self.model, self._penalty(mu), j)   # w ← argmin L(w) + μ/2‖w − Δ(Θ) − λ/μ‖²
+                l_time = time.perf_counter() - t
+                c_time = self._c_step(mu)                                    # Θ ← Π(w − λ/μ)
+                if self.multipliers:
+                    self._update_multipliers(mu)                             # λ ← λ − μ(w − Δ(Θ))
+                self._record(step=j + 1, mu=mu, l_time=l_time, c_time=c_time)
+        except BaseException:
+            self._failed = True
+            raise
+        self._done = True
         self.uncompressed = {n: p.detach().clone() for n, p in self._named_params()}
-        self._load(self._delta)                                         # the model holds Δ(Θ)
+        self._load(self._delta)                                              # the model holds Δ(Θ)
         return self.history
+
+    def _begin(self) -> None:
+        """Continue from the checkpoint if there is one; otherwise the direct compression, recorded as step 0."""
+        if self._failed:
+            self._failed = False
+            if self._trained and not (self.checkpoint is not None and self.checkpoint.exists()):
+                raise CompressionError(
+                    f"run() stopped during LC step {len(self.history)} and the model now holds partly trained "
+                    "weights, with no checkpoint to go back to: build a new lc.Algorithm from the reference model "
+                    "(give checkpoint_dir=... to resume after a failure)")
+            self.loop = self._fresh()
+        loop = self.checkpoint.load(self, StepRecord) if self.checkpoint is not None else None
+        if loop is not None:
+            self.loop = loop
+            self._set_deltas()
+            return
+        self._record(step=0, mu=0.0, l_time=0.0, c_time=self._c_step(self.mu_schedule[0]))   # Θ = Π(w̄)
+
+    def _fresh(self) -> LoopState:
+        return LoopState([None] * len(self.tasks), {n: torch.zeros_like(p) for n, p in self._named_params()})
 
     def _c_step(self, mu: float) -> float:
         t = time.perf_counter()
         ws = [self._shifted(task, mu) for task in self.tasks]                  # w − λ/μ per task
-        self.states = c_step(self.tasks, ws, mu, self.states)                   # Θ ← Π(w − λ/μ)
-        for task, state in zip(self.tasks, self.states):
-            for n, d in zip(task.param_names, task.c.decompress(state)):
-                self._delta[n] = d
+        self.loop.states = solve([t.step for t in self.tasks], ws, mu, self.loop.states)   # Θ ← Π(w − λ/μ)
+        self._set_deltas()
         return time.perf_counter() - t
 
+    def _set_deltas(self) -> None:
+        for task, state in zip(self.tasks, self.loop.states):
+            self._delta.update(task.deltas(state))
+
+    def _update_multipliers(self, mu: float) -> None:
+        lam = self.loop.lam
+        for n, p in self._named_params():
+            lam[n] = lam[n] - mu * (p.detach() - self._delta[n])                # λ ← λ − μ(w − Δ(Θ))
+
     def _shifted(self, task: Task, mu: float) -> list[torch.Tensor]:
-        ws = [p.detach() - self._lam[n] / mu for n, p in zip(task.param_names, task.params)]       # w − λ/μ
+        ws = [w - self.loop.lam[n] / mu for n, w in zip(task.param_names, task.weights())]          # w − λ/μ
         if not all(bool(torch.isfinite(w).all()) for w in ws):
             raise CompressionError(f"task {task.name!r}: the weights hold NaN or inf at the C step with "
                                    f"μ={mu:g}: the L step diverged (lower its learning rate or the μ schedule)."
-                                   + (f" The last good checkpoint in {self.checkpoint_path.parent} is intact."
-                                      if self.checkpoint_path else ""))
+                                   + (f" The last good checkpoint in {self.checkpoint.path.parent} is intact."
+                                      if self.checkpoint else ""))
         return ws
 
-    def _penalty(self, mu: float) -> "Penalty":
-        params = list(self._named_params())
-        return Penalty(mu, [(p, self._delta[n] + self._lam[n] / mu) for n, p in params])   # Δ(Θ) + λ/μ, fixed
+    def _penalty(self, mu: float) -> Penalty:
+        return Penalty(mu, [(p, self._delta[n] + self.loop.lam[n] / mu) for n, p in self._named_params()])
 
     # ----------------------------------------------------------------------------------------- records
     def _record(self, step: int, mu: float, l_time: float, c_time: float) -> None:
@@ -173,11 +233,11 @@ class Algorithm:
         self.history.append(record)
         log.info("LC step %d  mu=%.3g  |w-Delta|^2=%.4g  bits=%d  ratio=%.2f  eval=%s  (L %.2fs, C %.2fs)", step,
                  mu, sum(distance.values()), bits, record.ratio, evaluation, l_time, c_time)
-        stop = any(cb(self, record) is True for cb in self.callbacks)
-        if stop or (step > 0 and sum(distance.values()) < self.tolerance) or step == len(self.mu_schedule):
-            self._finished = True
-        if self.checkpoint_path is not None:
-            self._save_checkpoint()
+        stop = [cb(self, record) is True for cb in self.callbacks]             # every callback sees every step
+        self.loop.finished = (any(stop) or (step > 0 and sum(distance.values()) < self.tolerance)
+                              or step == len(self.mu_schedule))
+        if self.checkpoint is not None:
+            self.checkpoint.save(self)
 
     def _ratio(self, bits: int) -> float:
         return model_ratio(self.model, self.tasks, bits)
@@ -195,9 +255,9 @@ class Algorithm:
     @contextlib.contextmanager
     def compressed(self):
         """Within this context the model holds Δ(Θ) (after at least one C step); w is restored on exit."""
-        if any(d is None for d in self._delta.values()):
+        if len(self._delta) < sum(len(t.params) for t in self.tasks):
             raise CompressionError("no C step has run yet: call run() first")
-        if self._finished and self.uncompressed is not None:
+        if self._done:
             yield self.model                                   # after run() the model already holds Δ(Θ)
             return
         w = {n: p.detach().clone() for n, p in self._named_params()}
@@ -211,97 +271,7 @@ class Algorithm:
         """Nominal compression ratio of the whole model after the last C step."""
         return self._ratio(sum(s.bits for s in self.states))
 
-    # ----------------------------------------------------------------------------------------- checkpoints
-    def _fingerprint(self) -> str:
-        spec = {"tasks": [t.spec() for t in self.tasks], "mu": self.mu_schedule, "multipliers": self.multipliers,
-                "tolerance": self.tolerance,
-                "params": [[n, list(p.shape)] for n, p in self.model.named_parameters()]}
-        return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
-
-    def _save_checkpoint(self) -> None:
-        self.checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
-        obj = {"format": 1, "fingerprint": self._fingerprint(), "finished": self._finished,
-               "model": self.model.state_dict(), "states": [s.to_dict() for s in self.states],
-               "lam": self._lam, "history": [_plain(dataclasses.asdict(r)) for r in self.history],
-               "rng": _checkpoint.rng_state()}
-        if hasattr(self.l_step_optimization, "state_dict"):
-            obj["l_step"] = self.l_step_optimization.state_dict()
-        _checkpoint.save_atomic(obj, self.checkpoint_path)
-
-    def _resume(self) -> int:
-        """Load the checkpoint if there is one; return the index in ``mu_schedule`` of the next L step."""
-        if self.checkpoint_path is None or not self.checkpoint_path.exists():
-            return 0
-        ck = _checkpoint.load(self.checkpoint_path)
-        if ck.get("fingerprint") != self._fingerprint():
-            raise CompressionError(f"{self.checkpoint_path} holds a checkpoint of a different run (other tasks, "
-                                   "compressions, μ schedule or model); give another checkpoint_dir, or move that "
-                                   "file away to start afresh")
-        self.model.load_state_dict(ck["model"])
-        device = {n: p.device for n, p in self._named_params()}
-        self.states = [State.from_dict(s).to(t.params[0].device) for s, t in zip(ck["states"], self.tasks)]
-        self._lam = {n: v.to(device[n]) for n, v in ck["lam"].items()}
-        for t, s in zip(self.tasks, self.states):
-            for n, d in zip(t.param_names, t.c.decompress(s)):
-                self._delta[n] = d
-        self.history = [StepRecord(**r) for r in ck["history"]]
-        _checkpoint.set_rng_state(ck["rng"])
-        if "l_step" in ck and hasattr(self.l_step_optimization, "load_state_dict"):
-            self.l_step_optimization.load_state_dict(ck["l_step"])
-        self._finished = ck["finished"]
-        log.info("resumed from %s after LC step %d", self.checkpoint_path, self.history[-1].step)
-        return self.history[-1].step
-
 
 def _info(state: State) -> dict:
     """What a C step chose (its meta), with the parts' of an additive combination under ``"parts"``."""
     return {**state.meta, "parts": [_info(p) for p in state.parts]} if state.parts else dict(state.meta)
-
-
-class Penalty:
-    """The ``lc_penalty`` given to the L step: ``lc_penalty()`` is μ/2 Σ‖w − Δ(Θ) − λ/μ‖², a differentiable scalar;
-    ``lc_penalty.add_grad_()`` adds its gradient μ(w − Δ(Θ) − λ/μ) to each weight's ``.grad`` in place, without an
-    autograd graph — the same step, cheaper: ``loss.backward(); lc_penalty.add_grad_(); optimizer.step()``;
-    ``lc_penalty.prox_(eta)`` takes the proximal step on the penalty alone (stable for every μ)."""
-
-    def __init__(self, mu: float, targets: list[tuple[torch.nn.Parameter, torch.Tensor]]):
-        self.mu, self.targets = mu, targets
-
-    def __call__(self) -> torch.Tensor:
-        return self.mu / 2 * sum(((p - t) ** 2).sum() for p, t in self.targets)  # μ/2 ‖w − Δ(Θ) − λ/μ‖²
-
-    @torch.no_grad()
-    def prox_(self, eta: float) -> None:
-        """The proximal step on the penalty, in place: w ← argmin_v 1/(2η)‖v − w‖² + μ/2‖v − Δ(Θ) − λ/μ‖²
-        = (w + ημ (Δ(Θ) + λ/μ)) / (1 + ημ). It moves w the fraction ημ/(1 + ημ) of the way to its target: the
-        gradient step w − η∇ to first order in ημ, but stable for every μ (the gradient step overshoots once
-        ημ > 1 and diverges once ημ > 2). For L steps that treat the penalty apart from the loss (for instance
-        when an adaptive optimizer such as Adam would rescale its gradient)."""
-        if not (eta > 0 and math.isfinite(eta)):
-            raise CompressionError(f"prox_: eta={eta!r} must be a finite number > 0")
-        f = eta * self.mu / (1 + eta * self.mu)
-        for p, t in self.targets:
-            p.lerp_(t, f)                                                       # w + f (t − w)
-
-    @torch.no_grad()
-    def add_grad_(self) -> None:
-        for p, t in self.targets:
-            if p.grad is None:
-                p.grad = self.mu * (p - t)
-            else:
-                p.grad.add_(p - t, alpha=self.mu)                                 # ∇ = μ(w − Δ(Θ) − λ/μ)
-
-
-def _plain(x):
-    """Numbers, strings, lists and dicts only (evaluation results may hold numpy or torch scalars)."""
-    if isinstance(x, dict):
-        return {str(k): _plain(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_plain(v) for v in x]
-    if isinstance(x, torch.Tensor):
-        return x.tolist()
-    if hasattr(x, "item") and callable(x.item):
-        return x.item()
-    if x is None or isinstance(x, (bool, int, float, str)):
-        return x
-    return repr(x)

@@ -10,7 +10,7 @@ from typing import Any, Callable
 import torch
 
 from ._errors import CompressionError
-from .storage import Compressed
+from .compressed import Compressed
 
 __all__ = ["KeepBest", "Candidate"]
 

@@ -32,8 +32,8 @@ from torch import nn
 from ._errors import CompressionError
 from ._hooks import forward_with_hooks
 
-__all__ = ["Quantity", "Profile", "Timing", "Usage", "flops", "parameter_count", "timings", "latencies", "latency",
-           "workload", "profile"]
+__all__ = ["Quantity", "Profile", "Timing", "Usage", "flops", "parameter_count", "timings", "time_on", "latencies",
+           "latency", "workload", "profile"]
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ class Quantity:
 
 # --------------------------------------------------------------------------------------------- counting
 def _macs(module: nn.Module, inputs, output) -> int:
-    from .export import SparseLinear
+    from .export._layers import SparseLinear
     if isinstance(module, nn.Linear):
         return module.in_features * output.numel()
     if isinstance(module, SparseLinear):
@@ -93,35 +93,42 @@ class Timing:
 def timings(models: Mapping[str, nn.Module], input_shape: Sequence[int], batch_sizes: Sequence[int] = (1, 256),
             *, repeats: int = 30, warmup: int = 3, threads: int = 1, seed: int = 0) -> dict[str, dict[int, Timing]]:
     """``{name: {batch: Timing}}``: the models timed round-robin on the same random input of shape
-    ``(batch, *input_shape)``, after ``warmup`` passes each, with ``threads`` intra-op threads (restored after).
-    Each timed pass directly follows an untimed pass of the same model, so that the caches hold that model (as
-    when it serves alone) while load from other processes still hits all models alike."""
-    if not (isinstance(repeats, int) and repeats >= 1) or not (isinstance(warmup, int) and warmup >= 0):
-        raise CompressionError(f"timings: repeats={repeats!r} must be an integer ≥ 1 and warmup={warmup!r} ≥ 0")
+    ``(batch, *input_shape)`` (see :func:`time_on`), with ``threads`` intra-op threads (restored after)."""
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     out = {name: {} for name in models}
     try:
-        with torch.no_grad():
-            for b in batch_sizes:
-                x = torch.randn((b, *input_shape), generator=torch.Generator().manual_seed(seed))
-                for m in models.values():
-                    m.eval()
-                    for _ in range(warmup):
-                        m(x)
-                wall, cpu = {name: [] for name in models}, {name: [] for name in models}
-                for _ in range(repeats):
-                    for name, m in models.items():
-                        m(x)                     # untimed: caches hold this model, as when it serves alone
-                        t, c = time.perf_counter(), time.process_time()
-                        m(x)
-                        cpu[name].append(time.process_time() - c)
-                        wall[name].append(time.perf_counter() - t)
-                for name in models:
-                    out[name][b] = Timing(_median(wall[name]), _median(cpu[name]))
+        for b in batch_sizes:
+            x = torch.randn((b, *input_shape), generator=torch.Generator().manual_seed(seed))
+            for name, t in time_on(models, x, repeats=repeats, warmup=warmup).items():
+                out[name][b] = t
     finally:
         torch.set_num_threads(before)
     return out
+
+
+def time_on(models: Mapping[str, nn.Module], x, *, repeats: int = 30, warmup: int = 3) -> dict[str, Timing]:
+    """``{name: Timing}`` of ``model(x)`` for each model (eval mode, no gradients; a tuple ``x`` is passed as
+    several arguments), timed round-robin after ``warmup`` passes each, so that load from other processes hits
+    all models alike. Each timed pass directly follows an untimed pass of the same model, so that the caches hold
+    that model (as when it serves alone)."""
+    if not (isinstance(repeats, int) and repeats >= 1) or not (isinstance(warmup, int) and warmup >= 0):
+        raise CompressionError(f"timings: repeats={repeats!r} must be an integer ≥ 1 and warmup={warmup!r} ≥ 0")
+    args = x if isinstance(x, tuple) else (x,)
+    wall, cpu = {name: [] for name in models}, {name: [] for name in models}
+    with torch.no_grad():
+        for m in models.values():
+            m.eval()
+            for _ in range(warmup):
+                m(*args)
+        for _ in range(repeats):
+            for name, m in models.items():
+                m(*args)                         # untimed: caches hold this model, as when it serves alone
+                t, c = time.perf_counter(), time.process_time()
+                m(*args)
+                cpu[name].append(time.process_time() - c)
+                wall[name].append(time.perf_counter() - t)
+    return {name: Timing(_median(wall[name]), _median(cpu[name])) for name in models}
 
 
 def _median(xs: Sequence[float]) -> float:

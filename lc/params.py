@@ -7,6 +7,7 @@ from typing import Sequence
 
 import torch
 
+from ._codec import Registered
 from ._errors import CompressionError
 
 __all__ = ["Param", "View", "AsVector", "AsIs"]
@@ -38,6 +39,11 @@ class Param:
         for t in self.targets:
             if isinstance(t, str):
                 if t not in named:
+                    tied = _tied_to(model, t, by_id)
+                    if tied is not None:
+                        raise CompressionError(f"{self!r}: {t!r} is the same tensor as {tied!r} (tied weights, "
+                                               f"listed once by the model under {tied!r}); name it {tied!r}: a "
+                                               "tied tensor is compressed once, for every name it has")
                     raise CompressionError(f"{self!r}: the model has no parameter named {t!r}; "
                                            f"{_near_names(t, named)}")
                 name = t
@@ -60,6 +66,12 @@ class Param:
         return out
 
 
+def _tied_to(model: torch.nn.Module, name: str, by_id: dict) -> str | None:
+    """The name under which the model lists the parameter it also calls ``name`` (tied weights), or None."""
+    p = dict(model.named_parameters(remove_duplicate=False)).get(name)
+    return None if p is None else by_id.get(id(p))
+
+
 def _near_names(name: str, named) -> str:
     import difflib
     near = difflib.get_close_matches(name, list(named), n=5, cutoff=0.5)
@@ -69,7 +81,7 @@ def _near_names(name: str, named) -> str:
     return "its parameters are " + ", ".join(repr(n) for n in shown) + (", …" if len(named) > 12 else "")
 
 
-class View:
+class View(Registered):
     """How the C step sees the tensors of a ``Param``: ``flatten`` maps them to one tensor, ``unflatten`` back."""
 
     def check(self, shapes: Sequence[torch.Size]) -> None:  # noqa: B027 - optional hook

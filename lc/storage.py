@@ -3,10 +3,11 @@
 
 The file (no pickle: loading parses JSON and raw little-endian numbers, and can run no code)::
 
-    8 bytes    magic  b"LCART\\x00\\x01\\x00"  (format version 1)
+    8 bytes    magic  b"LCART\\x00\\x01\\x00"
     8 bytes    n, the length of the header, little-endian unsigned
-    n bytes    the JSON header (UTF-8), zlib-compressed (level 9): the architecture fingerprint (every state_dict entry: name, shape, dtype),
-               the tasks (parameter names, views and compressions by class name and dataclass fields), each
+    n bytes    the JSON header (UTF-8), zlib-compressed (level 9): the architecture fingerprint (every state_dict
+               entry: name, shape, dtype), the tasks (parameter names, their step as a spec of :mod:`lc._codec`:
+               views, compressions and shared budgets by registered class name and dataclass fields), each
                state's meta, bits and tensors (encoding, dtype, shape, offset and length in the payload), the
                uncompressed tensors (name, dtype, shape, offset, length), and the aliases (names tied to a
                compressed parameter, e.g. shared weights: stored once, restored as Δ(Θ))
@@ -14,225 +15,44 @@ The file (no pickle: loading parses JSON and raw little-endian numbers, and can 
                additive combination in its own form, then every other parameter and buffer in its own dtype
     32 bytes   SHA-256 of everything before it
 
+Header version 2 (this one) stores each task's step; version 1 (lc before the step interface) is still read.
+
 Size: realised bytes = Σ ⌈bits of each stream / 8⌉ + n + 48, where the streams' bits sum to the nominal bits of
-:func:`nominal_bits`. So realised ≤ nominal/8 + (number of streams) + n + 48. The compressed header n is a few
+:func:`lc.nominal_bits`. So realised ≤ nominal/8 + (number of streams) + n + 48. The compressed header n is a few
 hundred bytes plus some 20–60 bytes per stored tensor (``docs/artifacts.md`` has measured values); the stated
 bound, checked by the tests for every compression, is ``realised ≤ nominal/8 · 1.02 + 512 + 128 · tensors``
-(:func:`size_bound`), where ``tensors`` counts every stored stream (state tensors and uncompressed entries).
+(:func:`lc.compressed.size_bound`), where ``tensors`` counts every stored stream.
+
+Reading trusts nothing in the file: every size the header claims is bounded by the model and the payload before
+anything is allocated, and every value is decoded and checked against the model before the model is touched.
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import math
-import os
 import struct
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 import torch
 
 from . import _packing
+from ._codec import decode_all, encode_all
 from ._errors import CompressionError
 from ._io import write_atomic
-from ._tasks import Task, Viewed, build_tasks, c_step, model_ratio
-from .compression._base import Compression, State
-from .compression import additive
-from .params import View
+from ._tasks import Task
+from .compressed import (Compressed, aliases, artifact_bytes, model_ratio, nominal_bits, realised_ratio,  # noqa: F401
+                         size_bound, uncompressed)
+from .compression._base import State
 
-__all__ = ["Compressed", "save", "load", "nominal_bits"]
+__all__ = ["save", "load", "MAGIC"]
 
 MAGIC = b"LCART\x00\x01\x00"
+VERSION = 2
 _FIXED = len(MAGIC) + 8 + 32                      # magic, header length, checksum
 _MAX_HEADER = 1 << 28                             # a header never inflates past 256 MiB (no zip bombs)
-
-
-@dataclass(frozen=True, eq=False)
-class Compressed:
-    """Θ of a model: its tasks (which parameters, compressed how) and one state per task.
-
-    ``Compressed.of(algorithm)`` takes them from an :class:`lc.Algorithm` after ``run()``;
-    ``Compressed.direct(model, compression_tasks)`` is the direct compression Θ = Π(w) without training;
-    :func:`lc.load` returns one."""
-
-    tasks: tuple[Task, ...]
-    states: tuple[State, ...]
-
-    @classmethod
-    def of(cls, source) -> "Compressed":
-        if isinstance(source, Compressed):
-            return source
-        tasks, states = getattr(source, "tasks", None), getattr(source, "states", None)
-        if tasks is None or states is None:
-            raise CompressionError(f"expected an lc.Algorithm or an lc.Compressed, got {type(source).__name__}")
-        if any(s is None for s in states):
-            raise CompressionError("the algorithm has not run a C step yet: call algorithm.run() first")
-        return cls(tuple(tasks), tuple(states))
-
-    @classmethod
-    def direct(cls, model: torch.nn.Module, compression_tasks: Mapping, mu: float = 1.0,
-               example_input=None) -> "Compressed":
-        """Θ = Π(w): the C steps on the model's current weights (λ = 0), tasks sharing a budget solved together,
-        as the first step of :class:`lc.Algorithm`. ``mu`` matters to penalty forms only (their threshold depends
-        on it); ``example_input`` as in :class:`lc.Algorithm` (for FLOPs-based rank selection)."""
-        tasks = build_tasks(model, compression_tasks, example_input)
-        states = c_step(tasks, [[p.detach() for p in t.params] for t in tasks], mu, [None] * len(tasks))
-        return cls(tuple(tasks), tuple(states))
-
-    def deltas(self) -> dict[str, torch.Tensor]:
-        """Δ(Θ) by parameter name."""
-        return {n: d for t, s in zip(self.tasks, self.states) for n, d in zip(t.param_names, t.c.decompress(s))}
-
-    def apply(self, model: torch.nn.Module) -> torch.nn.Module:
-        """Copy Δ(Θ) into the parameters of ``model`` of the same names; returns ``model``."""
-        named = dict(model.named_parameters())
-        deltas = self.deltas()
-        missing = [n for n in deltas if n not in named or named[n].shape != deltas[n].shape]
-        if missing:
-            raise CompressionError(f"the model has no parameter of the compressed shape for {missing[:5]}")
-        with torch.no_grad():
-            for n, d in deltas.items():
-                named[n].copy_(d)
-        return model
-
-    @property
-    def bits(self) -> int:
-        return sum(s.bits for s in self.states)
-
-    def ratio(self, model: torch.nn.Module) -> float:
-        """Nominal compression ratio of the whole ``model``, as in the LC history (every parameter counted)."""
-        return model_ratio(model, self.tasks, self.bits)
-
-
-def nominal_bits(model: torch.nn.Module, compressed) -> int:
-    """Nominal storage of the whole model: the states' bits, plus every other state_dict entry (parameters and
-    buffers) at its dtype's width (32 bits a float32 value). The artifact's payload is exactly this, rounded up to
-    whole bytes per stream."""
-    compressed = Compressed.of(compressed)
-    return compressed.bits + sum(t.numel() * t.element_size() * 8 for t in _uncompressed(model, compressed).values())
-
-
-def _aliases(model: torch.nn.Module, compressed: Compressed) -> dict[str, str]:
-    """state_dict names that are the same tensor as a compressed parameter (tied weights): {name: that name}."""
-    done = {n for t in compressed.tasks for n in t.param_names}
-    owner = {(p.data_ptr(), tuple(p.shape), p.stride()): n for t in compressed.tasks
-             for n, p in zip(t.param_names, t.params)}
-    return {n: owner[(t.data_ptr(), tuple(t.shape), t.stride())] for n, t in model.state_dict().items()
-            if n not in done and (t.data_ptr(), tuple(t.shape), t.stride()) in owner}
-
-
-def _uncompressed(model: torch.nn.Module, compressed: Compressed) -> dict[str, torch.Tensor]:
-    """The state_dict entries stored as they are: neither compressed nor tied to a compressed parameter."""
-    skip = {n for t in compressed.tasks for n in t.param_names} | set(_aliases(model, compressed))
-    return {n: t for n, t in model.state_dict().items() if n not in skip}
-
-
-# --------------------------------------------------------------------------------------------- classes by name
-def _class_name(cls) -> str:
-    return f"{cls.__module__}.{cls.__qualname__}"
-
-
-def _known_classes() -> dict[str, type]:
-    """The classes a header may name, by module-qualified name: every imported subclass of Compression and View,
-    and the dataclasses that ``lc`` exports (e.g. a budget shared by compressions). Loading constructs only these,
-    with JSON values as dataclass fields, never an arbitrary class."""
-    import lc
-    out, todo = {}, [Compression, View]
-    while todo:
-        c = todo.pop()
-        out[_class_name(c)] = c
-        todo.extend(c.__subclasses__())
-    for name in lc.__all__:
-        obj = getattr(lc, name, None)
-        if isinstance(obj, type) and dataclasses.is_dataclass(obj):
-            out[_class_name(obj)] = obj
-    return out
-
-
-def _plain(value, where: str):
-    if isinstance(value, bool) or value is None or isinstance(value, (int, float, str)):
-        return value
-    if isinstance(value, tuple):
-        return {"tuple": [_plain(v, where) for v in value]}
-    if isinstance(value, list):
-        return [_plain(v, where) for v in value]
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {"object": _object_spec(value)}
-    raise CompressionError(f"{where} = {value!r} cannot be stored in an artifact: dataclass fields of views and "
-                           "compressions must be numbers, strings, booleans, None, lists/tuples of them, or "
-                           "dataclasses exported by lc")
-
-
-def _unplain(value, known):
-    if isinstance(value, dict):
-        if "object" in value:
-            return _object(value["object"], known)
-        return tuple(_unplain(v, known) for v in value["tuple"])
-    if isinstance(value, list):
-        return [_unplain(v, known) for v in value]
-    return value
-
-
-def _object_spec(obj) -> dict:
-    if not dataclasses.is_dataclass(obj):
-        raise CompressionError(f"{obj!r} is not a dataclass; views and compressions must be frozen dataclasses to "
-                               "be stored in an artifact")
-    if _class_name(type(obj)) not in _known_classes():
-        raise CompressionError(f"{obj!r} cannot be stored in an artifact: lc.load rebuilds only views, "
-                               "compressions and the dataclasses that lc exports")
-    return {"class": _class_name(type(obj)),
-            "fields": {f.name: _plain(getattr(obj, f.name), f"{type(obj).__name__}.{f.name}")
-                       for f in dataclasses.fields(obj) if f.init}}     # what the constructor takes
-
-
-def _object(spec, known) -> object:
-    cls = known.get(spec["class"])
-    if cls is None:
-        raise CompressionError(f"the artifact uses {spec['class']}, which is not an lc view or compression known "
-                               "to this process (import the module that defines it before lc.load)")
-    if not dataclasses.is_dataclass(cls):
-        raise CompressionError(f"the artifact names {spec['class']}, which is not a dataclass")
-    try:
-        return cls(**{k: _unplain(v, known) for k, v in spec["fields"].items()})
-    except (TypeError, ValueError) as e:
-        raise CompressionError(f"cannot rebuild {spec['class']} from the artifact's fields {spec['fields']}: {e}")
-
-
-def _combinations() -> dict[str, type]:
-    """The C steps that combine the pairs of one task (additive combinations), by name."""
-    return {_class_name(c): c for c in (getattr(additive, n) for n in additive.__all__)
-            if isinstance(c, type) and dataclasses.is_dataclass(c) and "parts" in {f.name for f in
-                                                                                 dataclasses.fields(c)}}
-
-
-def _c_spec(c) -> dict:
-    """A task's C step: a (view, compression) pair, or a combination (its class, fields, and parts)."""
-    if isinstance(c, Viewed):
-        return {"view": _object_spec(c.view), "compression": _object_spec(c.compression)}
-    if _class_name(type(c)) not in _combinations():
-        raise CompressionError(f"a task's C step of type {type(c).__name__} cannot be stored in an artifact")
-    fields = {f.name: getattr(c, f.name) for f in dataclasses.fields(c) if f.init and f.name != "parts"}
-    return {"combination": _class_name(type(c)),
-            "fields": {k: _plain(v, f"{type(c).__name__}.{k}") for k, v in fields.items()},
-            "parts": [_c_spec(p) for p in c.parts]}
-
-
-def _c_from_spec(spec, shapes, known):
-    if "combination" in spec:
-        cls = _combinations().get(spec["combination"])
-        if cls is None:
-            raise CompressionError(f"the artifact combines parts with {spec['combination']}, which this version of "
-                                   "lc does not have")
-        return cls(tuple(_c_from_spec(p, shapes, known) for p in spec["parts"]),
-                   **{k: _unplain(v, known) for k, v in spec["fields"].items()})
-    view, compression = _object(spec["view"], known), _object(spec["compression"], known)
-    if not isinstance(view, View) or not isinstance(compression, Compression):
-        raise CompressionError(f"the artifact's task pairs {spec['view']['class']} with "
-                               f"{spec['compression']['class']}: not a (View, Compression) pair")
-    return Viewed(view, compression, shapes)
+_MAX_DIMS = 8
 
 
 # --------------------------------------------------------------------------------------------- writing
@@ -278,6 +98,8 @@ def save(path, model: torch.nn.Module, compressed, *, overwrite: bool = False) -
     appears atomically (written aside, then renamed). Returns the number of bytes written."""
     compressed = Compressed.of(compressed)
     path = Path(path)
+    if path.is_dir():
+        raise CompressionError(f"{path} is a directory: give lc.save a file name (e.g. {path / 'model.lc'})")
     if path.exists() and not overwrite:
         raise CompressionError(f"{path} exists; pass overwrite=True to replace it, or choose another path")
     params = dict(model.named_parameters())
@@ -287,15 +109,15 @@ def save(path, model: torch.nn.Module, compressed, *, overwrite: bool = False) -
                 raise CompressionError(f"task {t.name!r} compresses {n!r} of shape {list(p.shape)}, which is not a "
                                        "parameter of the model given to lc.save; pass the model that was compressed")
     payload = _Payload()
-    tasks = [{"name": t.name, "params": list(t.param_names), "c": _c_spec(t.c),
+    steps = encode_all([t.step for t in compressed.tasks], [f"task {t.name!r}" for t in compressed.tasks])
+    tasks = [{"name": t.name, "params": list(t.param_names), "step": step,
               "state": _state_spec(s, payload, f"task {t.name!r}")}
-             for t, s in zip(compressed.tasks, compressed.states)]
+             for t, s, step in zip(compressed.tasks, compressed.states, steps)]
     dense = [{"name": n, "dtype": str(t.dtype), "shape": list(t.shape), **payload.add(_packing.tensor_bytes(t))}
-             for n, t in _uncompressed(model, compressed).items()]
-    header = json.dumps({"format": "lc-artifact", "version": 1, "fingerprint": fingerprint(model),
-                         "tasks": tasks, "dense": dense, "aliases": _aliases(model, compressed),
-                         "payload": payload.size},
-                        separators=(",", ":")).encode()
+             for n, t in uncompressed(model, compressed).items()]
+    header = json.dumps({"format": "lc-artifact", "version": VERSION, "fingerprint": fingerprint(model),
+                         "tasks": tasks, "dense": dense, "aliases": aliases(model, compressed),
+                         "payload": payload.size}, separators=(",", ":")).encode()
     header = zlib.compress(header, 9)
     head = MAGIC + struct.pack("<Q", len(header)) + header
     digest = hashlib.sha256(head)
@@ -333,15 +155,50 @@ def _read(path: Path) -> tuple[dict, memoryview]:
         if inflate.unconsumed_tail or not inflate.eof:
             raise ValueError(f"the header inflates past {_MAX_HEADER} bytes or is cut short")
         header = json.loads(text.decode())
-        if header.get("format") != "lc-artifact" or header.get("version") != 1:
-            raise ValueError("unknown format or version")
-    except (ValueError, UnicodeDecodeError, zlib.error) as e:
+    except (ValueError, UnicodeDecodeError, zlib.error, RecursionError) as e:
         raise CompressionError(f"{path}: unreadable header ({e}); it was written by another version of lc") from None
+    _check_header(header, path)
     payload = memoryview(data)[start + n:-32]
     if len(payload) != header["payload"]:
         raise CompressionError(f"{path}: the payload holds {len(payload)} bytes, the header says "
                                f"{header['payload']}: the artifact is damaged")
     return header, payload
+
+
+def _need(ok: bool, what: str) -> None:
+    if not ok:
+        raise CompressionError(f"the header's {what}: the artifact is damaged or was not written by lc.save")
+
+
+def _check_header(header, path) -> None:
+    """The header's shape: what every later step may rely on without checking again."""
+    _need(isinstance(header, dict), "top level is not an object")
+    _need(header.get("format") == "lc-artifact" and header.get("version") in (1, VERSION),
+          f"format/version is {header.get('format')!r}/{header.get('version')!r}, not lc-artifact 1 or {VERSION}")
+    _need(isinstance(header.get("payload"), int) and not isinstance(header.get("payload"), bool), "'payload' size")
+    for key in ("fingerprint", "tasks", "dense"):
+        _need(isinstance(header.get(key), list), f"'{key}' is not a list")
+    _need(isinstance(header.get("aliases"), dict), "'aliases' is not an object")
+    _need(all(isinstance(e, list) and len(e) == 3 and isinstance(e[0], str) and _is_shape(e[1])
+              and isinstance(e[2], str) for e in header["fingerprint"]), "'fingerprint' entries")
+    for t in header["tasks"]:
+        _need(isinstance(t, dict) and isinstance(t.get("name"), str) and isinstance(t.get("params"), list)
+              and all(isinstance(p, str) for p in t["params"]) and t["params"]
+              and isinstance(t.get("state"), dict) and ("step" in t or "c" in t), "task entries")
+    for d in header["dense"]:
+        _need(isinstance(d, dict) and isinstance(d.get("name"), str) and isinstance(d.get("dtype"), str)
+              and _is_shape(d.get("shape")) and _is_span(d), "dense entries")
+    _need(all(isinstance(k, str) and isinstance(v, str) for k, v in header["aliases"].items()), "aliases")
+
+
+def _is_shape(s) -> bool:
+    return isinstance(s, list) and len(s) <= _MAX_DIMS and all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in s)
+
+
+def _is_span(entry: dict) -> bool:
+    return all(isinstance(entry.get(k), int) and not isinstance(entry.get(k), bool) and entry[k] >= 0
+               for k in ("offset", "nbytes"))
 
 
 def _check_architecture(header: dict, model: torch.nn.Module, path) -> None:
@@ -357,15 +214,84 @@ def _check_architecture(header: dict, model: torch.nn.Module, path) -> None:
                                "built like the one that was saved")
 
 
-def _load_state(spec: dict, payload: memoryview) -> State:
+def _slice(entry: dict, payload: memoryview, what: str) -> bytes:
+    end = entry["offset"] + entry["nbytes"]
+    if end > len(payload):
+        raise CompressionError(f"{what} lies outside the payload: the artifact is damaged")
+    return bytes(payload[entry["offset"]:end])
+
+
+def _load_state(spec, payload: memoryview, limit: int, where: str) -> State:
+    """A state from its header entry. ``limit`` bounds the elements of any of its tensors (and of the flat tensor
+    that positions index): no lc compression stores more values than the task's weights, so a larger claim is a
+    crafted or damaged file, refused before anything is allocated."""
+    _need(isinstance(spec, dict) and isinstance(spec.get("meta"), dict) and isinstance(spec.get("tensors"), list)
+          and isinstance(spec.get("parts"), list) and isinstance(spec.get("bits"), int), f"state of {where}")
     tensors = {}
     for t in spec["tensors"]:
-        end = t["offset"] + t["nbytes"]
-        if t["offset"] < 0 or end > len(payload):
-            raise CompressionError(f"tensor {t['name']!r} lies outside the payload: the artifact is damaged")
-        tensors[t["name"]] = _packing.decode(bytes(payload[t["offset"]:end]), t["encoding"], t["info"],
+        _need(isinstance(t, dict) and isinstance(t.get("name"), str) and isinstance(t.get("encoding"), str)
+              and isinstance(t.get("dtype"), str) and _is_shape(t.get("shape")) and _is_span(t)
+              and isinstance(t.get("info"), dict), f"tensor entries of {where}")
+        claimed = [math.prod(t["shape"])] + [v for k, v in t["info"].items() if k in ("n", "count", "codes")]
+        if any(not isinstance(c, int) or c < 0 or c > limit for c in claimed):
+            raise CompressionError(f"{where}: tensor {t['name']!r} claims {max(map(int, claimed))} values, more "
+                                   f"than the {limit} its task can hold: the artifact is damaged or crafted")
+        tensors[t["name"]] = _packing.decode(_slice(t, payload, f"tensor {t['name']!r}"), t["encoding"], t["info"],
                                              spec["meta"], _packing.dtype_from_name(t["dtype"]), t["shape"])
-    return State(tensors, spec["meta"], int(spec["bits"]), tuple(_load_state(p, payload) for p in spec["parts"]))
+    return State(tensors, spec["meta"], int(spec["bits"]),
+                 tuple(_load_state(p, payload, limit, f"{where} part {k}") for k, p in enumerate(spec["parts"])))
+
+
+def _legacy_step(c: dict) -> dict:
+    """A version-1 task spec (``"c"``: a view and a compression, or a combination of such parts) as a step spec."""
+    if "combination" in c:
+        return {"class": c["combination"], "fields": {**c.get("fields", {}),
+                                                      "parts": {"tuple": [_legacy_step(p) for p in c["parts"]]}}}
+    return {"class": "lc.Viewed", "fields": {"view": c["view"], "compression": c["compression"]}}
+
+
+def _decode(header: dict, payload: memoryview, model: torch.nn.Module, path) -> tuple[dict, list, list]:
+    """Every value the artifact holds for ``model``, checked against it: ({state_dict name: tensor}, tasks,
+    states). Touches nothing."""
+    _check_architecture(header, model, path)
+    named, target = dict(model.named_parameters()), model.state_dict()
+    specs = [t["step"] if "step" in t else _legacy_step(t["c"]) for t in header["tasks"]]
+    for t in header["tasks"]:
+        if not all(n in named for n in t["params"]):
+            raise CompressionError(f"task {t['name']!r} compresses {t['params']}, which are not all parameters of "
+                                   "the model")
+    shapes = [tuple(named[n].shape for n in t["params"]) for t in header["tasks"]]
+    steps = decode_all(specs, [{"shapes": s} for s in shapes])
+    values, tasks, states = {}, [], []
+    for t, step in zip(header["tasks"], steps):
+        names = tuple(t["params"])
+        limit = 2 * sum(named[n].numel() for n in names) + 1024
+        step.check()
+        state = _load_state(t["state"], payload, limit, f"task {t['name']!r}")
+        task = Task(t["name"], names, tuple(named[n] for n in names), step)
+        for n, d in task.deltas(state).items():
+            if d.shape != named[n].shape or d.dtype != named[n].dtype:
+                raise CompressionError(f"{n}: decompresses to {d.dtype}{list(d.shape)}, the model holds "
+                                       f"{named[n].dtype}{list(named[n].shape)}")
+            values[n] = d
+        tasks.append(task)
+        states.append(state)
+    for d in header["dense"]:
+        want = target.get(d["name"])
+        if want is None or d["name"] in values or list(want.shape) != d["shape"] or str(want.dtype) != d["dtype"]:
+            raise CompressionError(f"the dense entry {d['name']!r} ({d['dtype']}{d['shape']}) does not match the "
+                                   "model's tensor of that name: the artifact is damaged")
+        values[d["name"]] = _packing.tensor_from_bytes(_slice(d, payload, d["name"]),
+                                                       _packing.dtype_from_name(d["dtype"]), d["shape"])
+    for name, same in header["aliases"].items():                 # tied to a compressed parameter
+        if name not in target or same not in values or name in values or target[name].shape != values[same].shape:
+            raise CompressionError(f"the alias {name!r} → {same!r} does not match the model: the artifact is "
+                                   "damaged")
+        values[name] = values[same]
+    missing = [n for n in target if n not in values]
+    if missing:
+        raise CompressionError(f"holds no value for {missing[:5]}: the artifact is incomplete")
+    return values, tasks, states
 
 
 def load(path, model: torch.nn.Module) -> Compressed:
@@ -373,71 +299,25 @@ def load(path, model: torch.nn.Module) -> Compressed:
     parameters, bit-exactly as the loop computed it, and every other parameter and buffer as saved. Returns the
     :class:`Compressed` (tasks bound to ``model``'s parameters, and their states), e.g. for :func:`lc.export`.
 
-    Everything is decoded and checked first (checksum, architecture, shapes, compressions' hyperparameters,
-    decompression); the model is touched only if all of it succeeds. Any problem is a :class:`CompressionError`."""
+    Everything is decoded and checked first (checksum, architecture, every claimed size, compressions'
+    hyperparameters, decompression, shapes and dtypes); the model is touched only if all of it succeeds. Any
+    problem is a :class:`CompressionError`."""
     path = Path(path)
+    meta = [n for n, t in model.state_dict().items() if t.is_meta]
+    if meta:
+        raise CompressionError(f"the model's {meta[0]!r} (and {len(meta) - 1} more) are on the meta device and "
+                               "hold no memory to load into: materialise the model first, e.g. "
+                               "model.to_empty(device='cpu'), then lc.load")
     header, payload = _read(path)
-    named, known, values = dict(model.named_parameters()), _known_classes(), {}
-    tasks, states = [], []
     try:
-        _check_architecture(header, model, path)
-        for spec in header["tasks"]:
-            names = tuple(spec["params"])
-            if not all(n in named for n in names):
-                raise CompressionError(f"task {spec['name']!r} compresses {list(names)}, which are not all "
-                                       "parameters of the model")
-            c = _c_from_spec(spec["c"], tuple(named[n].shape for n in names), known)
-            c.check()
-            state = _load_state(spec["state"], payload)
-            deltas = c.decompress(state)
-            for n, d in zip(names, deltas):
-                if d.shape != named[n].shape or d.dtype != named[n].dtype:
-                    raise CompressionError(f"{n}: decompresses to {d.dtype}{list(d.shape)}, the model holds "
-                                           f"{named[n].dtype}{list(named[n].shape)}")
-                values[n] = d
-            tasks.append(Task(spec["name"], names, tuple(named[n] for n in names), c))
-            states.append(state)
-        for d in header["dense"]:
-            end = d["offset"] + d["nbytes"]
-            if end > len(payload):
-                raise CompressionError(f"{d['name']} lies outside the payload: the artifact is damaged")
-            values[d["name"]] = _packing.tensor_from_bytes(bytes(payload[d["offset"]:end]),
-                                                           _packing.dtype_from_name(d["dtype"]), d["shape"])
-        for name, same in header["aliases"].items():                 # tied to a compressed parameter
-            values[name] = values[same]
+        values, tasks, states = _decode(header, payload, model, path)
     except CompressionError as e:
         raise (e if str(e).startswith(str(path)) else CompressionError(f"{path}: {e}")) from None
-    except (KeyError, TypeError, IndexError, RuntimeError, ValueError) as e:
+    except (KeyError, TypeError, IndexError, RuntimeError, ValueError, AttributeError, OverflowError) as e:
         raise CompressionError(f"{path}: the artifact cannot be decoded ({type(e).__name__}: {e}); it is damaged "
                                "or was written by another version of lc") from None
     target = model.state_dict()
-    missing = [n for n in target if n not in values]
-    if missing:
-        raise CompressionError(f"{path} holds no value for {missing[:5]}: the artifact is incomplete")
     with torch.no_grad():
         for n, v in values.items():
             target[n].copy_(v)
     return Compressed(tuple(tasks), tuple(states))
-
-
-def artifact_bytes(path) -> int:
-    """Realised size: the bytes of the file."""
-    return os.path.getsize(path)
-
-
-def realised_ratio(model: torch.nn.Module, file_bytes: int) -> float:
-    """The compression ratio of an artifact as it lies on disk: every parameter of ``model`` as float32 (4 bytes),
-    over ``file_bytes`` (what :func:`save` returned, or :func:`artifact_bytes`)."""
-    return 4 * sum(p.numel() for p in model.parameters()) / file_bytes
-
-
-def _count_streams(compressed: Compressed, model: torch.nn.Module) -> int:
-    def count(s: State) -> int:
-        return len(s.tensors) + sum(count(p) for p in s.parts)
-    return sum(count(s) for s in compressed.states) + len(_uncompressed(model, compressed))
-
-
-def size_bound(model: torch.nn.Module, compressed) -> int:
-    """The stated bound on the artifact's bytes: nominal/8 · 1.02 + 512 + 128 per stored tensor."""
-    compressed = Compressed.of(compressed)
-    return math.floor(nominal_bits(model, compressed) / 8 * 1.02) + 512 + 128 * _count_streams(compressed, model)

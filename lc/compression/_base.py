@@ -6,7 +6,9 @@ from typing import Any, Mapping
 
 import torch
 
-__all__ = ["Compression", "State"]
+from .._codec import Registered
+
+__all__ = ["Compression", "Coupling", "State"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -43,7 +45,7 @@ class State:
                      tuple(p.to(device) for p in self.parts))
 
 
-class Compression:
+class Compression(Registered):
     """A C step. Subclasses are frozen dataclasses whose fields are the hyperparameters, and nothing else.
 
     - ``check(shape)`` raises :class:`lc.CompressionError` when the hyperparameters are impossible for an input of
@@ -59,9 +61,12 @@ class Compression:
     - ``bind(context)`` is called once per task when ``lc.Algorithm`` is built; a compression whose C step needs
       facts about its layer beyond the tensor returns a copy that holds them (``RankSelection(criterion="flops")``
       asks ``context.output_positions(...)``, see ``lc._tasks.Context``); the default returns ``self``;
-    - ``coupling``: an object shared with other tasks' compressions whose C steps must be solved together (an
-      ``lc.RankBudget``); the loop then calls ``coupling.compress(compressions, ws, mu, previous)`` once for the
-      whole group, which returns one state per task. ``None`` (the default): this C step is solved alone.
+    - ``coupling``: a :class:`Coupling` shared with other tasks' compressions whose C steps must be solved
+      together (an ``lc.RankBudget``); the loop then calls ``coupling.compress(compressions, ws, mu, previous)``
+      once for the whole group, which returns one state per task. ``None`` (the default): solved alone.
+
+    Subclasses register themselves by name (``lc._codec``), so that ``lc.load`` and checkpoints can rebuild them
+    from their fields.
     """
 
     coupling = None
@@ -77,4 +82,21 @@ class Compression:
         raise NotImplementedError
 
     def decompress(self, state: State) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class Coupling(Registered):
+    """An object shared by the compressions of several tasks whose C steps are one problem (one budget over several
+    layers, as ``lc.RankBudget``). Compressions name it as their ``coupling``; layers share it by sharing the object
+    (couplings compare by identity: make them ``@dataclass(frozen=True, eq=False)``).
+
+    - ``check(compressions)`` raises :class:`lc.CompressionError` if those compressions cannot share it;
+    - ``compress(compressions, ws, mu, previous)`` solves their C steps together: ``ws[i]`` is what compression i
+      sees (its view of its task's tensors), ``previous[i]`` its last state; returns one state per compression.
+    """
+
+    def check(self, compressions) -> None:  # noqa: B027 - optional hook
+        """Raise :class:`lc.CompressionError` if these compressions cannot share this coupling."""
+
+    def compress(self, compressions, ws, mu: float, previous=None) -> list[State]:
         raise NotImplementedError

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 import torch
 
 from .._errors import CompressionError
-from ._base import Compression, State
+from ._base import Compression, Coupling, State
 
-__all__ = ["LowRank", "RankSelection", "RankBudget"]
+__all__ = ["LowRank", "RankSelection", "RankBudget", "factors"]
 
 VALUE_BITS = 32
 CRITERIA = ("storage", "flops")
@@ -53,6 +53,11 @@ def _state(w: torch.Tensor, svd, r: int, **meta) -> State:
     root = S[:r].sqrt()                                        # Δ = (U √S)(√S Vh): balanced factors
     return State({"U": (U[:, :r] * root).to(w.dtype), "V": (root[:, None] * Vh[:r]).to(w.dtype)},
                  {**meta, "form": "factors", "encoding": {"U": "f32", "V": "f32"}}, VALUE_BITS * r * (m + n))
+
+
+def factors(state: State) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(U, V) with Δ = U V if the state stores the factors, None if it stores the dense matrix."""
+    return (state.tensors["U"], state.tensors["V"]) if state.meta.get("form") == "factors" else None
 
 
 class _LowRankState(Compression):
@@ -173,7 +178,7 @@ class RankSelection(_LowRankState):
 
 
 @dataclass(frozen=True, eq=False)
-class RankBudget:
+class RankBudget(Coupling):
     """A target for the total cost of the :class:`RankSelection` layers that share this object:
     Σ_layers C(r_layer) ≤ Σ_layers C_dense / ``ratio``. Under ``criterion="storage"`` ``ratio`` is the compression
     ratio of those layers' weight matrices; under ``"flops"`` their FLOPs reduction (a FLOPs fraction f is

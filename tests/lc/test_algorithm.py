@@ -35,7 +35,7 @@ def test_l0_pruning_run(reference_error):
     # the model holds Δ(Θ): at most κ nonzeros, and exactly the decompressed states
     assert int((net[0].weight != 0).sum()) <= 100 and int((net[2].weight != 0).sum()) <= 40
     for task, state in zip(algorithm.tasks, algorithm.states):
-        for p, d in zip(task.params, task.c.decompress(state)):
+        for p, d in zip(task.params, task.step.decompress(state)):
             assert torch.equal(p.detach(), d)
     # the uncompressed w is kept, and differs from Δ(Θ)
     assert not torch.equal(algorithm.uncompressed["0.weight"], net[0].weight.detach())

@@ -246,7 +246,7 @@ def _rewrite_header(path, edit):
 
 def test_a_crafted_header_cannot_name_an_arbitrary_class(tmp_path):
     _, path = _saved(tmp_path)
-    _rewrite_header(path, lambda h: h["tasks"][0]["c"]["compression"].update({"class": "os.system",
+    _rewrite_header(path, lambda h: h["tasks"][0]["step"]["fields"]["compression"].update({"class": "os.system",
                                                                                 "fields": {"command": "true"}}))
     _untouched(lambda: Holder((20, 6)), path, "uses os.system, which is not an lc view or compression")
 
@@ -257,7 +257,7 @@ def test_inconsistent_offsets_and_hyperparameters_are_refused(tmp_path):
     _untouched(lambda: Holder((20, 6)), path, "outside the payload")
     path.unlink()
     _, path = _saved(tmp_path)
-    _rewrite_header(path, lambda h: h["tasks"][0]["c"]["compression"]["fields"].update({"kappa": 10 ** 6}))
+    _rewrite_header(path, lambda h: h["tasks"][0]["step"]["fields"]["compression"]["fields"].update({"kappa": 10 ** 6}))
     _untouched(lambda: Holder((20, 6)), path, "kappa must be an integer between 0 and 120")
 
 
@@ -306,7 +306,7 @@ def test_dataclass_fields_round_trip_and_unknown_classes_are_refused_at_save(tmp
     c = lc.Compressed.direct(model, {lc.Param("w"): (lc.AsIs, shifted)})
     lc.save(tmp_path / "m.lc", model, c)
     loaded = lc.load(tmp_path / "m.lc", Holder((5, 4), seed=4))
-    assert loaded.tasks[0].c.compression == shifted
+    assert loaded.tasks[0].step.compression == shifted
     assert torch.equal(loaded.deltas()["w"], c.deltas()["w"])
     for tag in (Opaque(1.0), {"a": 1}):
         c = lc.Compressed.direct(model, {lc.Param("w"): (lc.AsIs, Shifted(lc.ConstraintL0Pruning(kappa=4), tag=tag))})

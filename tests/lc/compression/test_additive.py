@@ -6,8 +6,7 @@ import pytest
 import torch
 
 import lc
-from lc._tasks import Viewed
-from lc.compression.additive import AdditiveStep
+from lc._steps import AdditiveStep, Viewed
 from tests import digits
 
 
@@ -138,7 +137,7 @@ def test_several_additive_tasks_mixed_with_plain_ones_in_the_loop():
     assert alg.states[0].bits == sum(p.bits for p in alg.states[0].parts)
     # the model holds Σ_k Δ_k: rank ≤ 2 + a sparse matrix of 10 entries
     a = net.a.weight.detach()
-    sparse = alg.tasks[0].c.parts[1].decompress(alg.states[0].parts[1])[0]
+    sparse = alg.tasks[0].step.parts[1].decompress(alg.states[0].parts[1])[0]
     assert int((sparse != 0).sum()) <= 10 and int(torch.linalg.matrix_rank(a - sparse)) <= 2
     # no L step and λ = 0: every C step sees the same w, and each continues the descent where the last LC step
     # left it (warm start), so the distances never increase from step to step

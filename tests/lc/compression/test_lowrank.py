@@ -165,7 +165,7 @@ def test_flops_criterion_finds_output_positions_and_equals_brute_force():
              lc.Param(net.fc.weight): (lc.AsIs, lc.RankSelection(alpha=1e-4, criterion="flops"))}
     alg = lc.Algorithm(net, tasks, [1.0], lambda *a: None, example_input=x)
     assert net.training and net.conv.training                 # the probe's forward pass restores the modes
-    conv_c, fc_c = (t.c.compression for t in alg.tasks)
+    conv_c, fc_c = (t.step.compression for t in alg.tasks)
     h_out = (10 + 2 * 1 - 3) // 2 + 1
     assert conv_c.costs((8, 27)) == ((8 + 27) * h_out ** 2, 8 * 27 * h_out ** 2)      # P = 25 for the conv
     assert fc_c.costs((10, 200)) == (210, 2000)                                       # P = 1 for a Linear

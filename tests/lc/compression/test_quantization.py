@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import lc
-from lc._tasks import Viewed
+from lc._steps import Viewed
 from lc.compression import _kmeans1d
 
 # ------------------------------------------------------------------------------------------------ helpers
