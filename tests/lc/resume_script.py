@@ -33,10 +33,18 @@ class LStep:
         self.opt.load_state_dict(state)
 
 
-def build(checkpoint_dir, sleep=0.0):
+def prune_tasks(net):
+    return {lc.Param(net[0].weight): (lc.AsVector, lc.ConstraintL0Pruning(kappa=100)),
+            lc.Param("2.weight"): (lc.AsVector, lc.ConstraintL0Pruning(kappa=40))}
+
+
+def build(checkpoint_dir, sleep=0.0, additive=False):
+    """``additive``: the first layer low rank + sparse (an additive task, whose C step is warm-started)."""
     torch.set_num_threads(1)
     net = digits.reference()
-    tasks = {lc.Param(net[0].weight): (lc.AsVector, lc.ConstraintL0Pruning(kappa=100)),
+    first = [(lc.AsIs, lc.LowRank(target_rank=2)), (lc.AsVector, lc.ConstraintL0Pruning(kappa=60))] if additive \
+        else (lc.AsVector, lc.ConstraintL0Pruning(kappa=100))
+    tasks = {lc.Param(net[0].weight): first,
              lc.Param(["2.weight", "2.bias"]): (lc.AsVector, lc.PenaltyL1Pruning(alpha=1e-3))}
     return lc.Algorithm(net, tasks, lc.geometric_mu(1e-2, 1.4, 8), LStep(net, sleep), digits.test_error,
                         checkpoint_dir=checkpoint_dir)

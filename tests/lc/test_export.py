@@ -1,6 +1,7 @@
 """lc.export: the exported module computes Δ(Θ) (within float tolerance), with the layer structure and the FLOPs
 the rules promise, and leaves the original model alone."""
 import copy
+import dataclasses
 import pytest
 import torch
 from torch import nn
@@ -187,3 +188,45 @@ def test_float64_models_export_in_float64():
     out = lc.export(model, c)
     assert out[0][0].weight.dtype == torch.float64
     _same_outputs(model, c, out, torch.randn(3, 40, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_pruned_models_export_dense(dtype):
+    """torch's CSR kernel runs no half types on the CPU: such layers stay dense (export crashed inside
+    torch.sparse.mm)."""
+    model = _mlp().to(dtype)
+    c = lc.Compressed.direct(model, {lc.Param("0.weight"): (lc.AsVector, lc.ConstraintL0Pruning(kappa=40))})
+    for sparse in ("measure", "always"):
+        out = lc.export(model, c, sparse=sparse, batch_size=8)
+        assert isinstance(out[0], nn.Linear) and out[0].weight.dtype == dtype
+        x = torch.randn(8, 40).to(dtype)
+        with torch.no_grad():
+            assert torch.equal(out(x), c.apply(copy.deepcopy(model)).eval()(x))
+
+
+def test_a_handler_registered_for_a_compression_type_replaces_its_layers():
+    from lc.export import register
+    from lc.export._registry import _HANDLERS
+
+    class Marked(nn.Linear):
+        pass
+
+    @dataclasses.dataclass(frozen=True)
+    class Tagged(lc.ConstraintL0Pruning):
+        pass
+
+    @register(Tagged)
+    def mark(layer, view, compression, state):
+        new = Marked(layer.in_features, layer.out_features)
+        new.load_state_dict(layer.state_dict())
+        return new
+
+    try:
+        model = _mlp()
+        c = lc.Compressed.direct(model, {lc.Param("0.weight"): (lc.AsVector, Tagged(kappa=100)),
+                                         lc.Param("2.weight"): (lc.AsVector, lc.ConstraintL0Pruning(kappa=100))})
+        out = lc.export(model, c, sparse="never")
+        assert type(out[0]) is Marked and type(out[2]) is nn.Linear
+        _same_outputs(model, c, out, torch.randn(4, 40))
+    finally:
+        del _HANDLERS[Tagged]

@@ -349,3 +349,124 @@ def test_tied_weights_are_stored_once_and_restored_compressed(tmp_path):
     fresh = Tied()
     lc.load(path, fresh)
     assert torch.equal(fresh.out.weight, c.deltas()["embed.weight"]) and fresh.out.weight is fresh.embed.weight
+
+
+# ------------------------------------------------------------------------------------------------ hostile files
+def test_a_claimed_size_beyond_what_the_task_can_hold_is_refused_before_allocating(tmp_path):
+    """A 1-entry codebook stores its codes in 0 bits a code, so a crafted count costs no payload: 10⁸ codes
+    allocated ~1.5 GB before the error. Every claimed size is bounded by the task's weights."""
+    model = Holder((20, 6))
+    lc.save(tmp_path / "m.lc", model, lc.Compressed.direct(model, {lc.Param("w"): (lc.AsIs,
+                                                                                  lc.AdaptiveQuantization(k=1))}))
+
+    def claim(h):
+        (codes,) = [t for t in h["tasks"][0]["state"]["tensors"] if t["name"] == "codes"]
+        assert codes["encoding"] == "uint:0"
+        codes["shape"], codes["info"]["count"] = [10 ** 8], 10 ** 8
+    _rewrite_header(tmp_path / "m.lc", claim)
+    _untouched(lambda: Holder((20, 6)), tmp_path / "m.lc", "claims 100000000 values, more than the 1264 its task")
+
+
+def test_a_dense_entry_of_another_shape_is_refused_not_broadcast(tmp_path):
+    _, path = _saved(tmp_path)
+
+    def reshape(h):
+        (bias,) = [d for d in h["dense"] if d["name"] == "fc.bias"]
+        bias["shape"] = [1]                      # 4 of its 12 bytes: would broadcast over the 3 biases
+        bias["nbytes"] = 4
+    _rewrite_header(path, reshape)
+    _untouched(lambda: Holder((20, 6)), path, r"dense entry 'fc.bias' \(torch.float32\[1\]\) does not match")
+
+
+class _TiedPlus(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.embed, self.out = nn.Linear(6, 8, bias=False), nn.Linear(6, 8, bias=False)
+        self.out.weight = self.embed.weight
+        self.other = nn.Linear(3, 2)
+
+
+def test_a_misshaped_alias_is_refused_before_anything_is_written(tmp_path):
+    model = _TiedPlus()
+    c = lc.Compressed.direct(model, {lc.Param("embed.weight"): (lc.AsVector, lc.ConstraintL0Pruning(kappa=5))})
+    lc.save(tmp_path / "t.lc", model, c)
+    _rewrite_header(tmp_path / "t.lc", lambda h: h["aliases"].update({"out.weight": "other.weight"}))
+    _untouched(_TiedPlus, tmp_path / "t.lc", r"alias 'out.weight' → 'other.weight' does not match")
+
+
+@pytest.mark.parametrize("edit,match", [
+    (lambda h: [h], "top level is not an object"),
+    (lambda h: {k: v for k, v in h.items() if k != "payload"}, "'payload' size"),
+    (lambda h: {**h, "tasks": {"a": 1}}, "'tasks' is not a list"),
+    (lambda h: {**h, "dense": [{"name": "fc.bias"}]}, "dense entries"),
+])
+def test_a_header_of_the_wrong_shape_is_a_clear_error(tmp_path, edit, match):
+    _, path = _saved(tmp_path)
+    data = path.read_bytes()
+    (n,) = struct.unpack("<Q", data[8:16])
+    new = zlib.compress(json.dumps(edit(json.loads(zlib.decompress(data[16:16 + n])))).encode())
+    body = MAGIC + struct.pack("<Q", len(new)) + new + data[16 + n:-32]
+    path.write_bytes(body + hashlib.sha256(body).digest())
+    _untouched(lambda: Holder((20, 6)), path, match)
+
+
+def test_loading_into_a_meta_device_model_is_refused(tmp_path):
+    _, path = _saved(tmp_path)
+    with torch.device("meta"):
+        empty = Holder((20, 6))
+    with pytest.raises(lc.CompressionError, match="on the meta device .* model.to_empty"):
+        lc.load(path, empty)
+    fresh = empty.to_empty(device="cpu")
+    lc.load(path, fresh)
+    assert int((fresh.w != 0).sum()) <= 30
+
+
+def test_save_into_a_missing_directory_or_onto_a_directory(tmp_path):
+    model = Holder((20, 6))
+    c = lc.Compressed.direct(model, {lc.Param("w"): (lc.AsIs, lc.ConstraintL0Pruning(kappa=30))})
+    with pytest.raises(lc.CompressionError, match="its directory .*missing does not exist"):
+        lc.save(tmp_path / "missing" / "m.lc", model, c)
+    with pytest.raises(lc.CompressionError, match="is a directory: give lc.save a file name"):
+        lc.save(tmp_path, model, c)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_shared_budgets_survive_a_save_and_load_as_one_object(tmp_path):
+    net = nn.Sequential(nn.Linear(30, 20), nn.ReLU(), nn.Linear(20, 20), nn.ReLU(), nn.Linear(20, 20))
+    shared, alone = lc.RankBudget(ratio=3.0), lc.RankBudget(ratio=3.0)
+    tasks = {lc.Param("0.weight"): (lc.AsIs, lc.RankSelection(budget=shared)),
+             lc.Param("2.weight"): (lc.AsIs, lc.RankSelection(budget=shared)),
+             lc.Param("4.weight"): (lc.AsIs, lc.RankSelection(budget=alone))}
+    lc.save(tmp_path / "m.lc", net, lc.Compressed.direct(net, tasks))
+    loaded = lc.load(tmp_path / "m.lc", net)
+    budgets = [t.step.compression.budget for t in loaded.tasks]
+    assert budgets[0] is budgets[1] and budgets[2] is not budgets[0] and budgets[2] == budgets[2]
+
+
+def test_a_version_1_artifact_still_loads(tmp_path):
+    """Files written before the step interface hold each task's C step as "c" (a view and a compression named by
+    their module path, or a combination of such parts)."""
+    model = Holder((12, 5))
+    tasks = {lc.Param("w"): [(lc.AsIs, lc.LowRank(target_rank=2)), (lc.AsVector, lc.ConstraintL0Pruning(kappa=6))]}
+    c = lc.Compressed.direct(model, tasks)
+    lc.save(tmp_path / "m.lc", model, c)
+
+    def old(spec):
+        fields = spec["fields"]
+        if spec["class"] == "lc.AdditiveStep":
+            return {"combination": "lc.compression.additive.AdditiveStep",
+                    "fields": {k: v for k, v in fields.items() if k != "parts"},
+                    "parts": [old(p) for p in fields["parts"]["tuple"]]}
+        module = {"lc.LowRank": "lc.compression.lowrank.", "lc.ConstraintL0Pruning": "lc.compression.pruning.",
+                  "lc.AsIs": "lc.params.", "lc.AsVector": "lc.params."}
+        named = lambda o: {**o, "class": module[o["class"]] + o["class"][3:]}  # noqa: E731
+        return {"view": named(fields["view"]), "compression": named(fields["compression"])}
+
+    def to_v1(h):
+        h["version"] = 1
+        for t in h["tasks"]:
+            t["c"] = old(t.pop("step"))
+    _rewrite_header(tmp_path / "m.lc", to_v1)
+    fresh = Holder((12, 5), seed=3)
+    loaded = lc.load(tmp_path / "m.lc", fresh)
+    assert torch.equal(fresh.w, c.deltas()["w"]) and loaded.states[0].bits == c.states[0].bits
