@@ -40,7 +40,8 @@ def nonzeros_above(t):
 
 
 def rank_at_most(r):
-    return lambda x: int(torch.linalg.matrix_rank(x)) <= r
+    # in a half type, Δ = U V is rounded to that type: singular values of that rounding's size do not count
+    return lambda x: int(torch.linalg.matrix_rank(x.double(), rtol=max(1e-12, 16 * torch.finfo(x.dtype).eps))) <= r
 
 
 def distinct_at_most(k):
@@ -73,11 +74,16 @@ def on_affine_grid(bits, per_channel=False):
     """Each row (or the whole tensor) lies on {S·(q − Z)}: a uniform lattice through 0 of at most 2^bits levels."""
     def row_ok(r):
         v = torch.unique(torch.cat([r.reshape(-1).double(), r.new_zeros(1, dtype=torch.float64)]))
+        if v.numel() > 2 ** bits + 1:                      # at most 2^bits levels (+ the 0 added here)
+            return False
         if v.numel() == 1:
             return True
-        step = torch.diff(v).min()
-        k = v / step
-        return bool((k - k.round()).abs().max() < 1e-3) and int(k.round().max() - k.round().min()) <= 2 ** bits - 1
+        k = v / torch.diff(v).min()
+        # in a half type Δ is the grid point rounded to that type: allow that rounding; where it is as large as
+        # the grid's step (8 bits in bfloat16), the count of levels above is all that can be checked
+        slack = max(1e-3, 2 * torch.finfo(r.dtype).eps * float(k.abs().max()))
+        return slack >= 0.25 or (bool((k - k.round()).abs().max() < slack)
+                                 and int(k.round().max() - k.round().min()) <= 2 ** bits - 1)
     return lambda x: all(row_ok(r) for r in (x.reshape(x.shape[0], -1) if per_channel else x.reshape(1, -1)))
 
 

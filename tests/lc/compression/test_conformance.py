@@ -1,9 +1,9 @@
-"""One conformance suite over every compression (the registry is ``cases.CASES``)."""
-import math
-
+"""One conformance suite over every compression (the registry is ``cases.CASES``): the checks of
+:mod:`lc.testing`, each on its own, in float32, float64 and bfloat16, on every device."""
 import pytest
 import torch
 
+import lc.testing
 from tests.conftest import devices
 from tests.lc.compression.cases import CASES
 
@@ -13,62 +13,32 @@ def case(request):
     return request.param
 
 
-def _w(case, dtype=torch.float32, device="cpu"):
-    g = torch.Generator().manual_seed(1)
-    return torch.randn(case.shape, generator=g, dtype=torch.float64).to(dtype=dtype, device=device)
-
-
-def test_output_is_feasible_with_input_shape(case):
-    w = _w(case)
-    case.compression.check(w.shape)
-    out = case.compression.decompress(case.compression.compress(w, case.mu))
-    assert out.shape == w.shape
-    assert bool(torch.isfinite(out).all())
-    assert case.feasible(out)
-
-
-def test_idempotent_on_its_own_output(case):
-    if not case.idempotent:
-        pytest.skip("not a projection (see cases.Case.idempotent)")
-    w = _w(case)
-    first = case.compression.decompress(case.compression.compress(w, case.mu))
-    again_state = case.compression.compress(first, case.mu)
-    torch.testing.assert_close(case.compression.decompress(again_state), first, rtol=1e-6, atol=1e-6)
-
-
-def test_warm_start_gives_the_same_answer(case):
-    w = _w(case)
-    cold = case.compression.compress(w, case.mu)
-    w2 = w + 0.01 * torch.randn_like(w)
-    torch.testing.assert_close(case.compression.decompress(case.compression.compress(w2, case.mu, previous=cold)),
-                               case.compression.decompress(case.compression.compress(w2, case.mu)),
-                               rtol=1e-5, atol=1e-6)
-
-
-def test_bits_are_consistent(case):
-    w = _w(case)
-    s = case.compression.compress(w, case.mu)
-    assert isinstance(s.bits, int) and s.bits >= 0
-    if case.idempotent:
-        again = case.compression.compress(case.compression.decompress(s), case.mu)
-        assert again.bits == s.bits                      # same Θ, same storage
-    n = math.prod(case.shape)
-    assert s.bits <= 32 * n + 64 * 8                     # never (much) more than the dense tensor
-
-
-def test_state_round_trips_as_plain_data(case):
-    from lc import State
-    s = case.compression.compress(_w(case), case.mu)
-    back = State.from_dict(s.to_dict())
-    torch.testing.assert_close(case.compression.decompress(back), case.compression.decompress(s))
-    assert back.bits == s.bits
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("check", list(lc.testing.CHECKS))
+@pytest.mark.parametrize("dtype", lc.testing.DTYPES, ids=str)
 @pytest.mark.parametrize("device", devices())
-def test_dtype_and_device_kept(case, dtype, device):
-    w = _w(case, dtype, device)
-    w0 = w.clone()
-    out = case.compression.decompress(case.compression.compress(w, case.mu))
-    assert out.dtype == dtype and out.device == w.device
-    assert torch.equal(w, w0)                            # the input is not modified
+def test_conformance(case, check, dtype, device):
+    if check == "idempotent" and not case.idempotent:
+        pytest.skip("not a projection (see cases.Case.idempotent)")
+    lc.testing.check_compression(case.compression, case.shape, feasible=case.feasible, mu=case.mu,
+                                 idempotent=case.idempotent, dtypes=(dtype,), devices=(device,), checks=(check,))
+
+
+def test_a_failing_check_names_itself_the_compression_and_the_dtype():
+    class Broken(lc.ConstraintL0Pruning):
+        def decompress(self, state):                       # one nonzero too many: infeasible
+            out = super().decompress(state).clone()
+            flat = out.view(-1)
+            flat[int((flat == 0).nonzero()[0])] = 1.0
+            return out
+    with pytest.raises(AssertionError, match=r"Broken\(kappa=3\) on \[20\] torch.float32 \(cpu\): "
+                                             r"check 'feasible' failed: Δ does not satisfy the constraint"):
+        lc.testing.check_compression(Broken(kappa=3), (20,), feasible=lambda d: int((d != 0).sum()) <= 3)
+
+
+def test_an_oracle_worse_than_the_c_step_is_fine_and_a_better_one_fails():
+    c = lc.ConstraintL0Pruning(kappa=3)
+    keep_first = lambda w, mu: torch.cat([w[:3], torch.zeros_like(w[3:])])  # noqa: E731 - feasible, not optimal
+    lc.testing.check_compression(c, (10,), oracle=keep_first, checks=("oracle",))
+    with pytest.raises(AssertionError, match="worse than the oracle's"):
+        lc.testing.check_compression(lc.ConstraintL0Pruning(kappa=2), (10,), oracle=lambda w, mu: torch.where(
+            w.abs() >= w.abs().sort(descending=True).values[2], w, 0), checks=("oracle",))
