@@ -2,11 +2,11 @@
 it gets) and returns a :class:`State` that knows its storage in bits."""
 from ._base import Compression, State
 from .additive import Additive
+from .affine import AffineQuantization
 from .lowrank import LowRank, RankBudget, RankSelection
 from .pruned_quantization import PrunedQuantization
 from .pruning import ConstraintL0Pruning, ConstraintL1Pruning, PenaltyL0Pruning, PenaltyL1Pruning
-from .quantization import (AdaptiveQuantization, AffineQuantization, BinaryQuantization, ScaledBinaryQuantization,
-                           ScaledTernaryQuantization)
+from .quantization import AdaptiveQuantization, BinaryQuantization, ScaledBinaryQuantization, ScaledTernaryQuantization
 
 __all__ = ["Compression", "State", "Additive", "LowRank", "RankSelection", "RankBudget",
            "ConstraintL0Pruning", "ConstraintL1Pruning", "PenaltyL0Pruning", "PenaltyL1Pruning",

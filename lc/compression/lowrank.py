@@ -18,10 +18,10 @@ import torch
 
 from .._errors import CompressionError
 from ._base import Compression, State
+from ._primitives import F32_BITS
 
 __all__ = ["LowRank", "RankSelection", "RankBudget"]
 
-VALUE_BITS = 32
 CRITERIA = ("storage", "flops")
 
 
@@ -49,10 +49,10 @@ def _state(w: torch.Tensor, svd, r: int, **meta) -> State:
     meta = {"rank": r, "shape": [m, n], **meta}
     if _dense_is_cheaper(r, m, n):
         dense = w.clone() if r >= min(m, n) else ((U[:, :r] * S[:r]) @ Vh[:r]).to(w.dtype)
-        return State({"dense": dense}, {**meta, "form": "dense", "encoding": {"dense": "f32"}}, VALUE_BITS * m * n)
+        return State({"dense": dense}, {**meta, "form": "dense", "encoding": {"dense": "f32"}}, F32_BITS * m * n)
     root = S[:r].sqrt()                                        # Δ = (U √S)(√S Vh): balanced factors
     return State({"U": (U[:, :r] * root).to(w.dtype), "V": (root[:, None] * Vh[:r]).to(w.dtype)},
-                 {**meta, "form": "factors", "encoding": {"U": "f32", "V": "f32"}}, VALUE_BITS * r * (m + n))
+                 {**meta, "form": "factors", "encoding": {"U": "f32", "V": "f32"}}, F32_BITS * r * (m + n))
 
 
 class _LowRankState(Compression):

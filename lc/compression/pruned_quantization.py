@@ -32,12 +32,15 @@ import numpy as np
 import torch
 
 from .._errors import CompressionError
-from ._base import Compression, State
-from ._coding import position_bits
+from ._base import Compression
 from ._kmeans1d import _layer, _Prefix
-from .quantization import FLOAT_BITS, _check_finite, _code_bits, _code_dtype, _f32, _is_int, _nearest
+from ._primitives import F32_BITS, check_finite, code_bits, code_dtype, nearest, round_f32, scatter, sparse_state
 
 __all__ = ["PrunedQuantization"]
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
 
 
 def _layers(x: np.ndarray, k: int) -> tuple[np.ndarray, list]:
@@ -117,7 +120,7 @@ class PrunedQuantization(Compression):
                                    "kept weights and must be an integer ≥ 1")
 
     def compress(self, w, mu, previous=None):
-        _check_finite(w, repr(self))
+        check_finite(w, repr(self))
         flat = w.detach().reshape(-1)
         x = flat.cpu().to(torch.float64)
         order = torch.argsort(x)
@@ -127,23 +130,17 @@ class PrunedQuantization(Compression):
         support = torch.nonzero(theta, as_tuple=True)[0]                 # a run whose mean is exactly 0 is pruned
         # the centres rounded to float32 (how they are stored), with 0 among the levels: each kept weight goes to the
         # nearest level, never worse than the runs the programme found (a centre that rounds to 0 prunes its run)
-        levels = torch.unique(torch.cat([flat.new_zeros(1), _f32(theta[support], w.dtype).to(flat.device)]))
+        levels = torch.unique(torch.cat([flat.new_zeros(1), round_f32(theta[support], w.dtype).to(flat.device)]))
         support = support.to(flat.device)
-        nearest = _nearest(flat[support], levels)
-        kept = levels[nearest] != 0
+        level = nearest(flat[support], levels)
+        kept = levels[level] != 0
         support = support[kept]
-        used, codes = torch.unique(nearest[kept], return_inverse=True)  # drop the levels no weight uses (and 0)
+        used, codes = torch.unique(level[kept], return_inverse=True)  # drop the levels no weight uses (and 0)
         codebook = levels[used]
         d = codebook.numel()
-        pos_bits, coding, width = position_bits(support, flat.numel())
-        return State(tensors={"codebook": codebook, "codes": codes.to(_code_dtype(d)), "indices": support},
-                     meta={"shape": list(w.shape), "coding": coding, "width": width,
-                           "encoding": {"codebook": "f32", "codes": f"uint:{_code_bits(d)}", "indices": "positions"}},
-                     bits=pos_bits + support.numel() * _code_bits(d) + FLOAT_BITS * d)
+        return sparse_state(w.shape, support, {"codebook": codebook, "codes": codes.to(code_dtype(d))},
+                            {"codebook": "f32", "codes": f"uint:{code_bits(d)}"},
+                            support.numel() * code_bits(d) + F32_BITS * d)
 
     def decompress(self, state):
-        codebook = state.tensors["codebook"]
-        out = codebook.new_zeros(math.prod(state.meta["shape"]))
-        if codebook.numel():
-            out[state.tensors["indices"]] = codebook[state.tensors["codes"].long()]
-        return out.reshape(state.meta["shape"])
+        return scatter(state.tensors["codebook"][state.tensors["codes"].long()], state)

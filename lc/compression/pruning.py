@@ -13,36 +13,23 @@ import torch
 
 from .._errors import CompressionError
 from ._base import Compression, State
-from ._coding import position_bits
+from ._primitives import F32_BITS, scatter, sparse_state
 
 __all__ = ["ConstraintL0Pruning", "ConstraintL1Pruning", "PenaltyL0Pruning", "PenaltyL1Pruning",
            "project_l1_ball"]
 
-VALUE_BITS = 32
 
-
-def sparse_state(theta: torch.Tensor) -> State:
+def _pruned(theta: torch.Tensor) -> State:
     """The state of a tensor whose zeros are pruned: nonzero values + their positions in the flat tensor."""
     flat = theta.reshape(-1)
     indices = torch.nonzero(flat, as_tuple=True)[0]
-    pos_bits, coding, width = position_bits(indices, flat.numel())
-    return State(tensors={"values": flat[indices].clone(), "indices": indices},
-                 meta={"shape": list(theta.shape), "coding": coding, "width": width,
-                       "encoding": {"values": "f32", "indices": "positions"}},
-                 bits=VALUE_BITS * indices.numel() + pos_bits)
-
-
-def sparse_decompress(state: State) -> torch.Tensor:
-    values = state.tensors["values"]
-    shape = state.meta["shape"]
-    out = values.new_zeros(math.prod(shape))
-    out[state.tensors["indices"]] = values
-    return out.reshape(shape)
+    return sparse_state(theta.shape, indices, {"values": flat[indices].clone()}, {"values": "f32"},
+                        F32_BITS * indices.numel())
 
 
 class _Sparse(Compression):
     def decompress(self, state: State) -> torch.Tensor:
-        return sparse_decompress(state)
+        return scatter(state.tensors["values"], state)
 
 
 @dataclass(frozen=True)
@@ -63,7 +50,7 @@ class ConstraintL0Pruning(_Sparse):
         keep = torch.topk(flat.abs(), self.kappa, sorted=False).indices
         theta = torch.zeros_like(flat)
         theta[keep] = flat[keep]
-        return sparse_state(theta.reshape(w.shape))
+        return _pruned(theta.reshape(w.shape))
 
 
 def project_l1_ball(w: torch.Tensor, radius: float) -> torch.Tensor:
@@ -96,7 +83,7 @@ class ConstraintL1Pruning(_Sparse):
                                    "ball (the largest Σ|θ_i| allowed) and must be a finite number ≥ 0")
 
     def compress(self, w, mu, previous=None):
-        return sparse_state(project_l1_ball(w, float(self.kappa)))
+        return _pruned(project_l1_ball(w, float(self.kappa)))
 
 
 def _check_alpha(obj):
@@ -117,7 +104,7 @@ class PenaltyL0Pruning(_Sparse):
 
     def compress(self, w, mu, previous=None):
         threshold = math.sqrt(2 * self.alpha / mu)
-        return sparse_state(torch.where(w.abs() > threshold, w, torch.zeros_like(w)))
+        return _pruned(torch.where(w.abs() > threshold, w, torch.zeros_like(w)))
 
 
 @dataclass(frozen=True)
@@ -131,4 +118,4 @@ class PenaltyL1Pruning(_Sparse):
 
     def compress(self, w, mu, previous=None):
         tau = self.alpha / mu
-        return sparse_state(torch.sign(w) * torch.clamp(w.abs() - tau, min=0))
+        return _pruned(torch.sign(w) * torch.clamp(w.abs() - tau, min=0))
