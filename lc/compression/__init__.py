@@ -1,6 +1,7 @@
 """C steps: one module per family. Each class solves one C step exactly (or says in its docstring how close
 it gets) and returns a :class:`State` that knows its storage in bits."""
 from ._base import Compression, State
+from ._constraints import WEIGHTS, Boolean, Bound, Constraint, InstanceOf, Integer, Options, OrNone, Real
 from .additive import Additive
 from .affine import AffineQuantization
 from .lowrank import LowRank, RankBudget, RankSelection
@@ -11,4 +12,6 @@ from .quantization import AdaptiveQuantization, BinaryQuantization, ScaledBinary
 __all__ = ["Compression", "State", "Additive", "LowRank", "RankSelection", "RankBudget",
            "ConstraintL0Pruning", "ConstraintL1Pruning", "PenaltyL0Pruning", "PenaltyL1Pruning",
            "AdaptiveQuantization", "BinaryQuantization", "ScaledBinaryQuantization", "ScaledTernaryQuantization",
-           "AffineQuantization", "PrunedQuantization"]
+           "AffineQuantization", "PrunedQuantization",
+           # to declare the constraints of a compression's hyperparameters (see Compression)
+           "Constraint", "Bound", "WEIGHTS", "Integer", "Real", "Boolean", "Options", "InstanceOf", "OrNone"]

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, ClassVar, Mapping
 
 import torch
+
+from ._constraints import Constraint, validate
 
 __all__ = ["Compression", "State"]
 
@@ -48,11 +50,33 @@ class Compression:
 
     - ``check(shape)`` raises :class:`lc.CompressionError` when the hyperparameters are impossible for an input of
       that shape (called once, before any training);
-    - ``compress(w, mu, previous)`` solves the C step ``argmin_Θ λC(Θ) + μ/2 ‖w − Δ(Θ)‖²`` for the tensor ``w``
+    - ``compress(w, mu, previous)`` solves the C step ``argmin_Θ αC(Θ) + μ/2 ‖w − Δ(Θ)‖²`` for the tensor ``w``
       the view produced (the loop passes ``w − λ/μ``), warm-started from ``previous`` where that helps;
     - ``decompress(state)`` returns Δ(Θ), with ``w``'s shape, dtype and device.
 
     Constraint forms do not depend on μ; penalty forms do, through the threshold.
+
+    **Hyperparameters are validated by declaration.** ``constraints`` maps each field to a constraint
+    (``Integer``, ``Real``, ``Boolean``, ``Options``, ``InstanceOf``, ``OrNone``, importable from
+    ``lc.compression``; a range's end may be a ``Bound`` computed from the input's shape, such as ``WEIGHTS``) and
+    a phrase that completes "<field> …" to say what it means. ``check(shape)`` tests every field in that order and
+    raises :class:`lc.CompressionError` naming the class, the field, its value, what is allowed and what it
+    means. A check that is not a field's range (the input must be a matrix, two fields exclude each other) goes in
+    an override of ``check`` that calls ``super().check(shape)``. A compression of your own does the same::
+
+        from lc.compression import WEIGHTS, Integer, Real
+
+        @dataclass(frozen=True)
+        class KeepLargest(lc.Compression):
+            count: int
+            scale: float = 1.0
+            constraints = {"count": (Integer(0, WEIGHTS), "is the number of weights to keep"),
+                           "scale": (Real(0, closed="neither"), "multiplies the weights kept")}
+
+    ``KeepLargest(count=11).check(torch.Size([10]))`` then raises "KeepLargest(count=11) on a tensor of shape
+    (10,): count must be an integer between 0 and 10, the number of weights; count is the number of weights to
+    keep". An integer field accepts any ``numbers.Integral`` (a numpy integer too, never a bool): cast it with
+    ``int()`` where the C step uses it.
 
     Two optional hooks, for the few compressions that need more than one tensor:
 
@@ -65,13 +89,16 @@ class Compression:
     """
 
     coupling = None
+    constraints: ClassVar[Mapping[str, tuple[Constraint, str]]] = {}
 
     def bind(self, context) -> "Compression":
         """A copy of this compression that knows what it needs of its task's ``context`` (default: ``self``)."""
         return self
 
-    def check(self, shape: torch.Size) -> None:  # noqa: B027 - optional hook
-        """Raise :class:`lc.CompressionError` if this compression cannot apply to a tensor of ``shape``."""
+    def check(self, shape: torch.Size) -> None:
+        """Raise :class:`lc.CompressionError` if this compression cannot apply to a tensor of ``shape``: a field
+        that its declared constraint refuses (see the class docstring)."""
+        validate(self, self.constraints, shape)
 
     def compress(self, w: torch.Tensor, mu: float, previous: State | None = None) -> State:
         raise NotImplementedError

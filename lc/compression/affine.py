@@ -15,13 +15,10 @@ import torch
 
 from .._errors import CompressionError
 from ._base import Compression, State
+from ._constraints import Boolean, Integer
 from ._primitives import F32_BITS, check_finite, code_dtype, round_f32
 
 __all__ = ["AffineQuantization"]
-
-
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
 
 
 def _rows(w: torch.Tensor, per_channel: bool) -> torch.Tensor:
@@ -93,26 +90,28 @@ class AffineQuantization(Compression):
     than 2¹⁵ weights are searched on evenly spaced order statistics of each row (max(256, 2¹⁵/rows) of them, the
     extremes included), then the scale is scanned ±5% and alternated on the full rows (measured on 200,000
     weights: at most 0.55% above the full search at 8 bits, below it when asymmetric). Cost about 200 passes
-    over at most 2¹⁵ values, plus about 30 O(N) passes, plus O(P log P) for a sweep over P breakpoints. Storage N·bits + 32 bits per scale (+ ``bits``
-    per zero point when asymmetric).
+    over at most 2¹⁵ values, plus about 30 O(N) passes, plus O(P log P) for a sweep over P breakpoints. Storage
+    N·bits + 32 bits per scale (+ ``bits`` per zero point when asymmetric).
     """
 
     bits: int
     symmetric: bool = True
     per_channel: bool = False
 
+    constraints = {"bits": (Integer(1, 16), "is the width of one code: 2^bits levels"),
+                   "symmetric": (Boolean(), "fixes the zero point at 2^(bits−1): signed integer levels"),
+                   "per_channel": (Boolean(), "gives each row of the view's matrix its own scale and zero point")}
+
     def check(self, shape):
-        if not _is_int(self.bits) or not 1 <= self.bits <= 16:
-            raise CompressionError(f"AffineQuantization(bits={self.bits!r}): bits must be an integer from 1 to 16")
-        if not isinstance(self.symmetric, bool) or not isinstance(self.per_channel, bool):
-            raise CompressionError(f"{self!r}: symmetric and per_channel must be True or False")
+        super().check(shape)
         if self.symmetric and self.bits == 1:
             raise CompressionError("AffineQuantization(bits=1, symmetric=True) has the levels {−S, 0} only; use "
                                    "ScaledBinaryQuantization() for {−a, +a}, or symmetric=False")
 
     def _levels(self):
-        q = (1 << self.bits) - 1
-        return q, (1 << (self.bits - 1))
+        """(Q, 2^(bits−1)): the largest code, and the fixed zero point of the symmetric grid."""
+        bits = int(self.bits)
+        return (1 << bits) - 1, 1 << (bits - 1)
 
     def compress(self, w, mu, previous=None):
         check_finite(w, repr(self))
@@ -122,15 +121,16 @@ class AffineQuantization(Compression):
         s = round_f32(s, torch.float64)                                       # stored as float32
         q, _ = self._levels()
         codes = (torch.clamp(torch.round(x / s[:, None]), -z[:, None], q - z[:, None]) + z[:, None]).reshape(-1)
+        bits = int(self.bits)
         tensors = {"codes": codes.to(code_dtype(q + 1)), "scale": s.to(w.dtype)}
-        encoding = {"codes": f"uint:{self.bits}", "scale": "f32"}
+        encoding = {"codes": f"uint:{bits}", "scale": "f32"}
         side = F32_BITS * s.numel()
         if not self.symmetric:
             tensors["zero_point"] = z.to(code_dtype(q + 1))
-            encoding["zero_point"] = f"uint:{self.bits}"
-            side += self.bits * z.numel()
-        return State(tensors=tensors, meta={"shape": list(w.shape), "bits": self.bits, "encoding": encoding},
-                     bits=w.numel() * self.bits + side)
+            encoding["zero_point"] = f"uint:{bits}"
+            side += bits * z.numel()
+        return State(tensors=tensors, meta={"shape": list(w.shape), "bits": bits, "encoding": encoding},
+                     bits=w.numel() * bits + side)
 
     def decompress(self, state):
         s = state.tensors["scale"]
@@ -207,7 +207,7 @@ class AffineQuantization(Compression):
             around(torch.where(torch.isfinite(lattice), lattice / d, s0))
         self._alternate(x, consider, lambda: (best_s, best_z))
         # exact over S for given zero points where the breakpoints are few enough
-        half_span = (1 << (self.bits - 1)) * x.shape[1] * x.shape[0]
+        half_span = half * x.shape[1] * x.shape[0]
         if self.symmetric and half_span <= EXACT_BUDGET:
             consider(_best_scale(x, best_z, q), best_z)
         elif not self.symmetric and 2 * half_span * (q + 1) <= EXACT_BUDGET:

@@ -31,16 +31,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .._errors import CompressionError
 from ._base import Compression
+from ._constraints import WEIGHTS, Integer
 from ._kmeans1d import _layer, _Prefix
 from ._primitives import F32_BITS, check_finite, code_bits, code_dtype, nearest, round_f32, scatter, sparse_state
 
 __all__ = ["PrunedQuantization"]
-
-
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
 
 
 def _layers(x: np.ndarray, k: int) -> tuple[np.ndarray, list]:
@@ -109,15 +105,8 @@ class PrunedQuantization(Compression):
 
     kappa: int
     k: int
-
-    def check(self, shape):
-        n = math.prod(shape)
-        if not _is_int(self.kappa) or not 0 <= self.kappa <= n:
-            raise CompressionError(f"PrunedQuantization(kappa={self.kappa!r}) on a tensor of {n} weights: kappa must "
-                                   f"be an integer between 0 and {n} (the number of weights to keep)")
-        if not _is_int(self.k) or self.k < 1:
-            raise CompressionError(f"PrunedQuantization(k={self.k!r}): k is the number of codebook entries for the "
-                                   "kept weights and must be an integer ≥ 1")
+    constraints = {"kappa": (Integer(0, WEIGHTS), "is the number of weights to keep"),
+                   "k": (Integer(1), "is the number of codebook entries for the kept weights")}
 
     def compress(self, w, mu, previous=None):
         check_finite(w, repr(self))
@@ -126,7 +115,7 @@ class PrunedQuantization(Compression):
         order = torch.argsort(x)
         x = x[order].numpy()
         theta = torch.zeros(flat.numel(), dtype=torch.float64)
-        theta[order] = torch.from_numpy(solve(x, min(self.kappa, x.size), self.k))
+        theta[order] = torch.from_numpy(solve(x, min(int(self.kappa), x.size), int(self.k)))
         support = torch.nonzero(theta, as_tuple=True)[0]                 # a run whose mean is exactly 0 is pruned
         # the centres rounded to float32 (how they are stored), with 0 among the levels: each kept weight goes to the
         # nearest level, never worse than the runs the programme found (a centre that rounds to 0 prunes its run)

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .._errors import CompressionError
 from ._base import Compression, State
+from ._constraints import WEIGHTS, Integer, Real
 from ._primitives import F32_BITS, scatter, sparse_state
 
 __all__ = ["ConstraintL0Pruning", "ConstraintL1Pruning", "PenaltyL0Pruning", "PenaltyL1Pruning",
@@ -38,16 +38,11 @@ class ConstraintL0Pruning(_Sparse):
     O(N) (``torch.topk``). Ties at the threshold are broken by ``topk``'s order, deterministically."""
 
     kappa: int
-
-    def check(self, shape):
-        n = math.prod(shape)
-        if isinstance(self.kappa, bool) or not isinstance(self.kappa, int) or not 0 <= self.kappa <= n:
-            raise CompressionError(f"ConstraintL0Pruning(kappa={self.kappa!r}) on a tensor of {n} weights: kappa "
-                                   f"must be an integer between 0 and {n} (the number of weights to keep)")
+    constraints = {"kappa": (Integer(0, WEIGHTS), "is the number of weights to keep")}
 
     def compress(self, w, mu, previous=None):
         flat = w.reshape(-1)
-        keep = torch.topk(flat.abs(), self.kappa, sorted=False).indices
+        keep = torch.topk(flat.abs(), int(self.kappa), sorted=False).indices
         theta = torch.zeros_like(flat)
         theta[keep] = flat[keep]
         return _pruned(theta.reshape(w.shape))
@@ -75,22 +70,13 @@ class ConstraintL1Pruning(_Sparse):
     (soft thresholding at the threshold that puts θ on the ball; sort-based, O(N log N))."""
 
     kappa: float
-
-    def check(self, shape):
-        if isinstance(self.kappa, bool) or not isinstance(self.kappa, (int, float)) or not self.kappa >= 0 \
-                or math.isinf(self.kappa):
-            raise CompressionError(f"ConstraintL1Pruning(kappa={self.kappa!r}): kappa is the radius of the ℓ1 "
-                                   "ball (the largest Σ|θ_i| allowed) and must be a finite number ≥ 0")
+    constraints = {"kappa": (Real(0), "is the radius of the ℓ1 ball, the largest Σ|θ_i| allowed")}
 
     def compress(self, w, mu, previous=None):
         return _pruned(project_l1_ball(w, float(self.kappa)))
 
 
-def _check_alpha(obj):
-    a = obj.alpha
-    if isinstance(a, bool) or not isinstance(a, (int, float)) or not 0 <= a < math.inf:
-        raise CompressionError(f"{type(obj).__name__}(alpha={a!r}): alpha weighs the penalty against the "
-                               "loss and must be a finite number ≥ 0")
+_ALPHA = {"alpha": (Real(0), "weighs the penalty against the loss")}
 
 
 @dataclass(frozen=True)
@@ -98,12 +84,10 @@ class PenaltyL0Pruning(_Sparse):
     """Solves min_θ α‖θ‖₀ + μ/2 ‖w − θ‖²: hard thresholding, keep w_i iff |w_i| > √(2α/μ). O(N)."""
 
     alpha: float
-
-    def check(self, shape):
-        _check_alpha(self)
+    constraints = _ALPHA
 
     def compress(self, w, mu, previous=None):
-        threshold = math.sqrt(2 * self.alpha / mu)
+        threshold = math.sqrt(2 * float(self.alpha) / mu)
         return _pruned(torch.where(w.abs() > threshold, w, torch.zeros_like(w)))
 
 
@@ -112,10 +96,8 @@ class PenaltyL1Pruning(_Sparse):
     """Solves min_θ α‖θ‖₁ + μ/2 ‖w − θ‖²: soft thresholding at α/μ, θ_i = sign(w_i) max(|w_i| − α/μ, 0). O(N)."""
 
     alpha: float
-
-    def check(self, shape):
-        _check_alpha(self)
+    constraints = _ALPHA
 
     def compress(self, w, mu, previous=None):
-        tau = self.alpha / mu
+        tau = float(self.alpha) / mu
         return _pruned(torch.sign(w) * torch.clamp(w.abs() - tau, min=0))

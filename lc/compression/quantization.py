@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .._errors import CompressionError
 from ._base import Compression, State
+from ._constraints import Boolean, Integer
 from ._kmeans1d import kmeans
 from ._primitives import F32_BITS, check_finite, code_bits, code_dtype, nearest, round_f32
 
@@ -22,10 +22,6 @@ __all__ = ["AdaptiveQuantization", "BinaryQuantization", "ScaledBinaryQuantizati
 
 def _dtype(name: str) -> torch.dtype:
     return getattr(torch, name.removeprefix("torch."))
-
-
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
 
 
 def _codebook_state(w: torch.Tensor, codebook: torch.Tensor, codes: torch.Tensor) -> State:
@@ -62,19 +58,15 @@ class AdaptiveQuantization(Compression):
     k: int
     exact: bool = False
     per_channel: bool = False
-
-    def check(self, shape):
-        if not _is_int(self.k) or self.k < 1:
-            raise CompressionError(f"AdaptiveQuantization(k={self.k!r}): k is the number of codebook entries and must "
-                                   "be an integer ≥ 1 (e.g. k=2 for one bit per weight)")
-        if not isinstance(self.exact, bool) or not isinstance(self.per_channel, bool):
-            raise CompressionError(f"{self!r}: exact and per_channel must be True or False")
+    constraints = {"k": (Integer(1), "is the number of codebook entries (e.g. k=2 for one bit per weight)"),
+                   "exact": (Boolean(), "forces the exact dynamic programme on all distinct values"),
+                   "per_channel": (Boolean(), "gives each row of the view's matrix its own codebook")}
 
     def compress(self, w, mu, previous=None):
         if self.per_channel and w.dim() >= 2:
             return self._compress_rows(w, previous)
         init = previous.tensors.get("codebook") if previous is not None else None
-        centroids = kmeans(w.detach(), self.k, init=init, exact=self.exact)
+        centroids = kmeans(w.detach(), int(self.k), init=init, exact=self.exact)
         check_finite(centroids, repr(self))                 # a NaN or inf weight makes a centroid NaN or inf
         codebook = round_f32(centroids, w.dtype)
         # nearest stored entry: never worse than the clusters the solver found, given float32 rounding
@@ -90,7 +82,7 @@ class AdaptiveQuantization(Compression):
         init = previous.tensors.get("codebook") if previous is not None else None
         if init is None or init.dim() != 2 or init.shape[0] != x.shape[0]:
             init = None
-        books = [round_f32(kmeans(r, self.k, init=None if init is None else init[i], exact=self.exact), w.dtype)
+        books = [round_f32(kmeans(r, int(self.k), init=None if init is None else init[i], exact=self.exact), w.dtype)
                  for i, r in enumerate(x)]
         d = max(c.numel() for c in books)
         codebook = torch.stack([torch.cat([c, c[-1:].expand(d - c.numel())]) for c in books])
