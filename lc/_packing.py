@@ -3,6 +3,8 @@
 
 - ``"f32"``: the values, little-endian, in the tensor's own float dtype (float32 for float32 models, so 32 bits
   a value; another float dtype is kept as is, so that the round trip stays bit-exact);
+- ``"float"``: the values, little-endian, in the tensor's own float dtype (16, 32 or 64 bits a value, as
+  ``State.bits`` counts them);
 - ``"uint:b"``: unsigned integer codes, b bits each, packed LSB-first (``n·b`` bits, padded to a byte);
 - ``"positions"``: sorted positions in a flat tensor of ``prod(meta["shape"])`` entries, written exactly as
   :mod:`lc.compression._coding` counts them: a bitmap (one bit an entry) or fixed-width gap codes with escapes.
@@ -78,7 +80,7 @@ def positions_from_gap_codes(codes: torch.Tensor, width: int) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------- encodings
 def _encode_float(t: torch.Tensor, meta) -> tuple[bytes, dict]:
     if not t.dtype.is_floating_point:
-        raise CompressionError(f"an 'f32' tensor must hold floats, this one has dtype {t.dtype}")
+        raise CompressionError(f"an 'f32' or 'float' tensor must hold floats, this one has dtype {t.dtype}")
     return tensor_bytes(t), {}
 
 
@@ -160,7 +162,7 @@ def _decode_positions(data, info, meta, dtype, shape) -> torch.Tensor:
 
 
 def _codec(encoding: str):
-    if encoding == "f32":
+    if encoding in ("f32", "float"):
         return _encode_float, _decode_float
     if encoding == "positions":
         return _encode_positions, _decode_positions
@@ -168,7 +170,7 @@ def _codec(encoding: str):
         width = encoding[5:]
         if width.isdigit() and 0 <= int(width) <= 32:      # uint:0: every code is 0 (a one-entry codebook)
             return _encode_uint(int(width)), _decode_uint(int(width))
-    raise CompressionError(f"unknown tensor encoding {encoding!r}; known: 'f32', 'uint:b' (0 ≤ b ≤ 32), "
+    raise CompressionError(f"unknown tensor encoding {encoding!r}; known: 'f32', 'float', 'uint:b' (0 ≤ b ≤ 32), "
                            "'positions' (see lc.State)")
 
 

@@ -17,7 +17,10 @@ class State:
 
     ``bits`` is the nominal storage of Θ (what a compact file needs, before any fixed header).
     ``meta["encoding"]`` says how each tensor is stored, so that the artifact writer needs no knowledge of the
-    compression: ``"f32"`` (float32 values), ``"uint:b"`` (unsigned integer codes packed at b bits each, 0 ≤ b ≤ 32;
+    compression: ``"f32"`` (values stored as float32, 32 bits each; only for values exactly representable in
+    float32, such as codebooks and scales, which the C steps round to float32), ``"float"`` (values stored in the
+    tensor's own float dtype and counted at its width, 16, 32 or 64 bits: values copied from w, such as the kept
+    weights of pruning or low-rank factors), ``"uint:b"`` (unsigned integer codes packed at b bits each, 0 ≤ b ≤ 32;
     ``"uint:0"`` stores nothing: every code is 0, as for a one-entry codebook),
     ``"positions"`` (sorted positions in a flat tensor of ``prod(meta["shape"])`` entries, coded as
     ``meta["coding"]`` = ``"bitmap"`` or ``"gap"`` with ``meta["width"]`` bits, see ``_coding``). ``parts`` holds

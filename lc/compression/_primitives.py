@@ -1,5 +1,9 @@
 """What the C steps share: the width of a stored value, float32 rounding, integer codes, the nearest codebook entry,
 the finite check, and the sparse layout (values or codes at sorted positions of a flat tensor).
+
+A real number is stored (``State.meta["encoding"]``) as ``"f32"`` when it is exactly representable in float32 (a
+codebook entry or a scale, rounded with :func:`round_f32`): ``F32_BITS`` bits; or as ``"float"`` when it is a value
+copied from w (kept weights, low-rank factors), in w's own float dtype: :func:`value_bits` of that dtype.
 """
 from __future__ import annotations
 
@@ -18,7 +22,7 @@ F32_BITS = 32            # one "f32" value
 
 
 def value_bits(dtype: torch.dtype) -> int:
-    """Bits of one value of the float ``dtype`` (16, 32 or 64)."""
+    """Bits of one value of the float ``dtype`` (16, 32 or 64): what a ``"float"`` value costs."""
     return torch.finfo(dtype).bits
 
 

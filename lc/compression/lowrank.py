@@ -3,8 +3,9 @@ FLOPs cost (Idelbayev & Carreira-Perpiñán, "Low-rank compression of neural net
 layer", CVPR 2020), with a weight α per layer or one global budget shared by several layers.
 
 The C step sees a matrix w (m×n; ``AsIs`` gives one, reshaping conv kernels by its scheme). A rank-r Δ = U V
-(U: m×r, V: r×n, the singular values split evenly between them) is stored as its two factors, 32·r(m + n) bits,
-unless that is no smaller than the matrix itself (r(m + n) ≥ mn): then it is stored dense, 32·mn bits.
+(U: m×r, V: r×n, the singular values split evenly between them) is stored as its two factors, b·r(m + n) bits
+with b the width of w's dtype (``"float"``: 32 for float32), unless that is no smaller than the matrix itself
+(r(m + n) ≥ mn): then it is stored dense, b·mn bits.
 ``meta["form"]`` says which (``"factors"``: tensors ``U``, ``V``; ``"dense"``: tensor ``dense``), ``meta["rank"]``
 the rank.
 """
@@ -19,7 +20,7 @@ import torch
 from .._errors import CompressionError
 from ._base import Compression, State
 from ._constraints import Bound, InstanceOf, Integer, Options, OrNone, Real, validate
-from ._primitives import F32_BITS
+from ._primitives import value_bits
 
 __all__ = ["LowRank", "RankSelection", "RankBudget"]
 
@@ -51,10 +52,12 @@ def _state(w: torch.Tensor, svd, r: int, **meta) -> State:
     meta = {"rank": r, "shape": [m, n], **meta}
     if _dense_is_cheaper(r, m, n):
         dense = w.clone() if r >= min(m, n) else ((U[:, :r] * S[:r]) @ Vh[:r]).to(w.dtype)
-        return State({"dense": dense}, {**meta, "form": "dense", "encoding": {"dense": "f32"}}, F32_BITS * m * n)
+        return State({"dense": dense}, {**meta, "form": "dense", "encoding": {"dense": "float"}},
+                     value_bits(w.dtype) * m * n)
     root = S[:r].sqrt()                                        # Δ = (U √S)(√S Vh): balanced factors
     return State({"U": (U[:, :r] * root).to(w.dtype), "V": (root[:, None] * Vh[:r]).to(w.dtype)},
-                 {**meta, "form": "factors", "encoding": {"U": "f32", "V": "f32"}}, F32_BITS * r * (m + n))
+                 {**meta, "form": "factors", "encoding": {"U": "float", "V": "float"}},
+                 value_bits(w.dtype) * r * (m + n))
 
 
 class _LowRankState(Compression):

@@ -1,8 +1,8 @@
 """Pruning C steps: ℓ0 and ℓ1, constraint and penalty forms (Carreira-Perpiñán & Idelbayev, CVPR 2018).
 
-Every one returns a sparse state: the nonzero values (32 bits each) and their positions, stored with the
-cheaper of a bitmap or a fixed-width gap code (see :mod:`lc.compression._coding`). A pruned weight is an
-exact zero and costs nothing but its share of the position code.
+Every one returns a sparse state: the nonzero values (``"float"``: in w's dtype, 32 bits each for float32) and
+their positions, stored with the cheaper of a bitmap or a fixed-width gap code (see :mod:`lc.compression._coding`).
+A pruned weight is an exact zero and costs nothing but its share of the position code.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import torch
 
 from ._base import Compression, State
 from ._constraints import WEIGHTS, Integer, Real
-from ._primitives import F32_BITS, scatter, sparse_state
+from ._primitives import scatter, sparse_state, value_bits
 
 __all__ = ["ConstraintL0Pruning", "ConstraintL1Pruning", "PenaltyL0Pruning", "PenaltyL1Pruning",
            "project_l1_ball"]
@@ -23,8 +23,8 @@ def _pruned(theta: torch.Tensor) -> State:
     """The state of a tensor whose zeros are pruned: nonzero values + their positions in the flat tensor."""
     flat = theta.reshape(-1)
     indices = torch.nonzero(flat, as_tuple=True)[0]
-    return sparse_state(theta.shape, indices, {"values": flat[indices].clone()}, {"values": "f32"},
-                        F32_BITS * indices.numel())
+    return sparse_state(theta.shape, indices, {"values": flat[indices].clone()}, {"values": "float"},
+                        value_bits(theta.dtype) * indices.numel())
 
 
 class _Sparse(Compression):
