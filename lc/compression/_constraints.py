@@ -121,6 +121,8 @@ class Real(_Range):
 
 @dataclass(frozen=True)
 class Boolean(Constraint):
+    """True or False (a bool, not 0 or 1)."""
+
     def allows(self, value, shape):
         return isinstance(value, bool)
 
