@@ -14,15 +14,15 @@ and maps Θ back to the tensors. Three kinds, all Steps:
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import ClassVar, Sequence
 
 import torch
 
 from ._codec import CONTEXT, Registered
 from ._errors import CompressionError
 from .compression._base import Compression, Coupling, State
+from .compression._constraints import Integer, Real, validate
 from .params import View
 
 __all__ = ["Step", "Viewed", "Additive", "AdditiveStep", "solve", "check_couplings"]
@@ -100,17 +100,15 @@ class Additive:
     parts: Sequence
     c_step_reps: int = 10
     tol: float = 1e-6
+    constraints: ClassVar = {"c_step_reps": (Integer(1, None), "is the most block-coordinate rounds per C step"),
+                             "tol": (Real(0, None), "is the relative decrease below which a C step stops early "
+                                                    "(0: always run c_step_reps rounds)")}
 
     def __post_init__(self):
         object.__setattr__(self, "parts", tuple(self.parts))
 
     def check(self) -> None:
-        if isinstance(self.c_step_reps, bool) or not isinstance(self.c_step_reps, int) or self.c_step_reps < 1:
-            raise CompressionError(f"Additive(c_step_reps={self.c_step_reps!r}): the number of block-coordinate "
-                                   "rounds per C step must be an integer ≥ 1")
-        if isinstance(self.tol, bool) or not isinstance(self.tol, (int, float)) or not 0 <= self.tol < math.inf:
-            raise CompressionError(f"Additive(tol={self.tol!r}): the relative decrease that stops a C step early "
-                                   "must be a finite number ≥ 0 (0: always run c_step_reps rounds)")
+        validate(self, self.constraints)
 
 
 def _sq_dist(ws, deltas) -> float:

@@ -1,9 +1,10 @@
 """The compressed model as a value — its tasks and one Θ per task — and the accounting of its size.
 
 Numbers, each labelled as the docs use them: **nominal bits** (what the states say they need, plus every other
-state_dict entry at its dtype's width), the **nominal ratio** of the whole model (32 bits a parameter over the
-compressed tasks' bits plus 32 bits a parameter outside them, as in the LC history), and the **realised ratio**
-of an artifact (float32 bytes of every parameter over the bytes of the file)."""
+state_dict entry at its dtype's width), the **nominal ratio** of the whole model (the dense bits of every
+parameter — 32 a float32 value — over the compressed tasks' bits plus the dense bits of the parameters outside
+them, as in the LC history), and the **realised ratio** of an artifact (the dense bytes of every parameter over
+the bytes of the file)."""
 from __future__ import annotations
 
 import math
@@ -85,13 +86,17 @@ class Compressed:
         return model_ratio(model, self.tasks, self.bits)
 
 
+def _bits(p: torch.Tensor) -> int:
+    return p.numel() * p.element_size() * 8
+
+
 def model_ratio(model: torch.nn.Module, tasks: Sequence[Task], bits: int) -> float:
-    """Nominal compression ratio of the whole model: 32 × (all parameters) / (``bits`` of the compressed tasks +
-    32 × the parameters in no task)."""
+    """Nominal compression ratio of the whole model: the bits of all its parameters, dense in their own dtype (32
+    a float32 value), over ``bits`` of the compressed tasks + the dense bits of the parameters in no task."""
     compressed = {n for t in tasks for n in t.param_names}
-    total = sum(p.numel() for p in model.parameters())
-    rest = sum(p.numel() for n, p in model.named_parameters() if n not in compressed)
-    return 32 * total / max(bits + 32 * rest, 1)
+    total = sum(_bits(p) for p in model.parameters())
+    rest = sum(_bits(p) for n, p in model.named_parameters() if n not in compressed)
+    return total / max(bits + rest, 1)
 
 
 def aliases(model: torch.nn.Module, compressed: Compressed) -> dict[str, str]:
@@ -123,9 +128,9 @@ def artifact_bytes(path) -> int:
 
 
 def realised_ratio(model: torch.nn.Module, file_bytes: int) -> float:
-    """The compression ratio of an artifact as it lies on disk: every parameter of ``model`` as float32 (4 bytes),
-    over ``file_bytes`` (what :func:`lc.save` returned, or :func:`artifact_bytes`)."""
-    return 4 * sum(p.numel() for p in model.parameters()) / file_bytes
+    """The compression ratio of an artifact as it lies on disk: every parameter of ``model`` dense in its own dtype
+    (4 bytes a float32 value), over ``file_bytes`` (what :func:`lc.save` returned, or :func:`artifact_bytes`)."""
+    return sum(_bits(p) for p in model.parameters()) / 8 / file_bytes
 
 
 def _count_streams(compressed: Compressed, model: torch.nn.Module) -> int:

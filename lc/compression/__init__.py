@@ -1,13 +1,16 @@
 """C steps: one module per family. Each class solves one C step exactly (or says in its docstring how close
 it gets) and returns a :class:`State` that knows its storage in bits."""
 from ._base import Compression, Coupling, State
+from ._constraints import WEIGHTS, Boolean, Bound, Constraint, InstanceOf, Integer, Options, OrNone, Real
+from .affine import AffineQuantization
 from .lowrank import LowRank, RankBudget, RankSelection
 from .pruned_quantization import PrunedQuantization
 from .pruning import ConstraintL0Pruning, ConstraintL1Pruning, PenaltyL0Pruning, PenaltyL1Pruning
-from .quantization import (AdaptiveQuantization, AffineQuantization, BinaryQuantization, ScaledBinaryQuantization,
-                           ScaledTernaryQuantization)
+from .quantization import AdaptiveQuantization, BinaryQuantization, ScaledBinaryQuantization, ScaledTernaryQuantization
 
 __all__ = ["Compression", "Coupling", "State", "LowRank", "RankSelection", "RankBudget",
            "ConstraintL0Pruning", "ConstraintL1Pruning", "PenaltyL0Pruning", "PenaltyL1Pruning",
            "AdaptiveQuantization", "BinaryQuantization", "ScaledBinaryQuantization", "ScaledTernaryQuantization",
-           "AffineQuantization", "PrunedQuantization"]
+           "AffineQuantization", "PrunedQuantization",
+           # to declare the constraints of a compression's hyperparameters (see Compression)
+           "Constraint", "Bound", "WEIGHTS", "Integer", "Real", "Boolean", "Options", "InstanceOf", "OrNone"]

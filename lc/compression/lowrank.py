@@ -3,8 +3,9 @@ FLOPs cost (Idelbayev & Carreira-Perpiñán, "Low-rank compression of neural net
 layer", CVPR 2020), with a weight α per layer or one global budget shared by several layers.
 
 The C step sees a matrix w (m×n; ``AsIs`` gives one, reshaping conv kernels by its scheme). A rank-r Δ = U V
-(U: m×r, V: r×n, the singular values split evenly between them) is stored as its two factors, 32·r(m + n) bits,
-unless that is no smaller than the matrix itself (r(m + n) ≥ mn): then it is stored dense, 32·mn bits.
+(U: m×r, V: r×n, the singular values split evenly between them) is stored as its two factors, b·r(m + n) bits
+with b the width of w's dtype (``"float"``: 32 for float32), unless that is no smaller than the matrix itself
+(r(m + n) ≥ mn): then it is stored dense, b·mn bits.
 ``meta["form"]`` says which (``"factors"``: tensors ``U``, ``V``; ``"dense"``: tensor ``dense``), ``meta["rank"]``
 the rank.
 """
@@ -18,11 +19,13 @@ import torch
 
 from .._errors import CompressionError
 from ._base import Compression, Coupling, State
+from ._constraints import Bound, InstanceOf, Integer, Options, OrNone, Real, validate
+from ._primitives import value_bits
 
 __all__ = ["LowRank", "RankSelection", "RankBudget", "factors"]
 
-VALUE_BITS = 32
 CRITERIA = ("storage", "flops")
+USEFUL_RANK = Bound(lambda shape: min(shape) - 1, "the largest useful rank (rank min(m, n) is the whole matrix)")
 
 
 def _check_matrix(obj, shape) -> None:
@@ -49,10 +52,12 @@ def _state(w: torch.Tensor, svd, r: int, **meta) -> State:
     meta = {"rank": r, "shape": [m, n], **meta}
     if _dense_is_cheaper(r, m, n):
         dense = w.clone() if r >= min(m, n) else ((U[:, :r] * S[:r]) @ Vh[:r]).to(w.dtype)
-        return State({"dense": dense}, {**meta, "form": "dense", "encoding": {"dense": "f32"}}, VALUE_BITS * m * n)
+        return State({"dense": dense}, {**meta, "form": "dense", "encoding": {"dense": "float"}},
+                     value_bits(w.dtype) * m * n)
     root = S[:r].sqrt()                                        # Δ = (U √S)(√S Vh): balanced factors
     return State({"U": (U[:, :r] * root).to(w.dtype), "V": (root[:, None] * Vh[:r]).to(w.dtype)},
-                 {**meta, "form": "factors", "encoding": {"U": "f32", "V": "f32"}}, VALUE_BITS * r * (m + n))
+                 {**meta, "form": "factors", "encoding": {"U": "float", "V": "float"}},
+                 value_bits(w.dtype) * r * (m + n))
 
 
 def factors(state: State) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -73,20 +78,18 @@ class LowRank(_LowRankState):
     (Eckart & Young, 1936). One thin SVD on w's device, O(mn·min(m, n)); no warm start is needed."""
 
     target_rank: int
+    constraints = {"target_rank": (Integer(1, USEFUL_RANK), "is the largest rank of Δ")}
 
     def check(self, shape):
         _check_matrix(self, shape)
         m, n = shape
-        r = self.target_rank
         if min(m, n) <= 1:
             raise CompressionError(f"{self!r} on a {m}×{n} matrix: its rank is at most {min(m, n)}, so low rank "
                                    "cannot compress it; leave this tensor out or use another compression")
-        if isinstance(r, bool) or not isinstance(r, int) or not 1 <= r < min(m, n):
-            raise CompressionError(f"{self!r} on a {m}×{n} matrix: target_rank must be an integer between 1 and "
-                                   f"{min(m, n) - 1}, the largest useful rank (rank {min(m, n)} is the whole matrix)")
+        super().check(shape)
 
     def compress(self, w, mu, previous=None):
-        return _state(w, _svd(w), self.target_rank)
+        return _state(w, _svd(w), int(self.target_rank))
 
 
 @dataclass(frozen=True)
@@ -113,22 +116,20 @@ class RankSelection(_LowRankState):
     # the layer's output positions per example, set by bind() for criterion="flops"; not a hyperparameter
     _positions: int | None = field(default=None, init=False, repr=False, compare=False)
 
+    constraints = {"alpha": (OrNone(Real(0)), "weighs the rank cost against the loss"),
+                   "criterion": (Options(CRITERIA), "is the cost C(r): stored values or multiply-adds"),
+                   "budget": (OrNone(InstanceOf(lambda: RankBudget, "an lc.RankBudget(ratio=...)")),
+                              "is a target for the total cost of the layers that share it")}
+
     @property
     def coupling(self):
         return self.budget
 
     def check(self, shape):
-        if self.criterion not in CRITERIA:
-            raise CompressionError(f"{self!r}: criterion must be one of {CRITERIA}")
+        super().check(shape)
         if (self.alpha is None) == (self.budget is None):
             raise CompressionError(f"{self!r}: give exactly one of alpha (a weight of the cost, e.g. "
                                    "RankSelection(alpha=1e-6)) or budget (an lc.RankBudget shared by several layers)")
-        a = self.alpha
-        if a is not None and (isinstance(a, bool) or not isinstance(a, (int, float)) or not 0 <= a < math.inf):
-            raise CompressionError(f"{self!r}: alpha weighs the rank cost against the loss and must be a finite "
-                                   "number ≥ 0")
-        if self.budget is not None and not isinstance(self.budget, RankBudget):
-            raise CompressionError(f"{self!r}: budget must be an lc.RankBudget(ratio=...), got {self.budget!r}")
         _check_matrix(self, shape)
 
     def bind(self, context):
@@ -174,7 +175,8 @@ class RankSelection(_LowRankState):
             return self.budget.compress([self], [w], mu, [previous])[0]
         svd = _svd(w)
         ranks, costs, errors = self.options(svd[1], w.shape)
-        return _state(w, svd, int(ranks[self.choose(costs, errors, self.alpha, mu)]), alpha=float(self.alpha))
+        alpha = float(self.alpha)
+        return _state(w, svd, int(ranks[self.choose(costs, errors, alpha, mu)]), alpha=alpha)
 
 
 @dataclass(frozen=True, eq=False)
@@ -198,12 +200,11 @@ class RankBudget(Coupling):
     """
 
     ratio: float
+    constraints = {"ratio": (Real(1), "is the target (dense cost)/(compressed cost) of the layers that share "
+                                      "the budget")}
 
     def check(self, compressions) -> None:
-        r = self.ratio
-        if isinstance(r, bool) or not isinstance(r, (int, float)) or not 1 <= r < math.inf:
-            raise CompressionError(f"{self!r}: ratio is the target (dense cost)/(compressed cost) of the layers "
-                                   "that share the budget and must be a finite number ≥ 1")
+        validate(self, self.constraints)
         criteria = sorted({c.criterion for c in compressions})
         if len(criteria) > 1:
             raise CompressionError(f"{self!r} is shared by RankSelection layers with criteria {criteria}; layers "

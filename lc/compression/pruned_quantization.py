@@ -31,11 +31,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .._errors import CompressionError
-from ._base import Compression, State
-from ._coding import position_bits
+from ._base import Compression
+from ._constraints import WEIGHTS, Integer
 from ._kmeans1d import _layer, _Prefix
-from .quantization import FLOAT_BITS, _check_finite, _code_bits, _code_dtype, _f32, _is_int, _nearest
+from ._primitives import F32_BITS, check_finite, code_bits, code_dtype, nearest, round_f32, scatter, sparse_state
 
 __all__ = ["PrunedQuantization"]
 
@@ -106,44 +105,31 @@ class PrunedQuantization(Compression):
 
     kappa: int
     k: int
-
-    def check(self, shape):
-        n = math.prod(shape)
-        if not _is_int(self.kappa) or not 0 <= self.kappa <= n:
-            raise CompressionError(f"PrunedQuantization(kappa={self.kappa!r}) on a tensor of {n} weights: kappa must "
-                                   f"be an integer between 0 and {n} (the number of weights to keep)")
-        if not _is_int(self.k) or self.k < 1:
-            raise CompressionError(f"PrunedQuantization(k={self.k!r}): k is the number of codebook entries for the "
-                                   "kept weights and must be an integer ≥ 1")
+    constraints = {"kappa": (Integer(0, WEIGHTS), "is the number of weights to keep"),
+                   "k": (Integer(1), "is the number of codebook entries for the kept weights")}
 
     def compress(self, w, mu, previous=None):
-        _check_finite(w, repr(self))
+        check_finite(w, repr(self))
         flat = w.detach().reshape(-1)
         x = flat.cpu().to(torch.float64)
         order = torch.argsort(x)
         x = x[order].numpy()
         theta = torch.zeros(flat.numel(), dtype=torch.float64)
-        theta[order] = torch.from_numpy(solve(x, min(self.kappa, x.size), self.k))
+        theta[order] = torch.from_numpy(solve(x, min(int(self.kappa), x.size), int(self.k)))
         support = torch.nonzero(theta, as_tuple=True)[0]                 # a run whose mean is exactly 0 is pruned
         # the centres rounded to float32 (how they are stored), with 0 among the levels: each kept weight goes to the
         # nearest level, never worse than the runs the programme found (a centre that rounds to 0 prunes its run)
-        levels = torch.unique(torch.cat([flat.new_zeros(1), _f32(theta[support], w.dtype).to(flat.device)]))
+        levels = torch.unique(torch.cat([flat.new_zeros(1), round_f32(theta[support], w.dtype).to(flat.device)]))
         support = support.to(flat.device)
-        nearest = _nearest(flat[support], levels)
-        kept = levels[nearest] != 0
+        level = nearest(flat[support], levels)
+        kept = levels[level] != 0
         support = support[kept]
-        used, codes = torch.unique(nearest[kept], return_inverse=True)  # drop the levels no weight uses (and 0)
+        used, codes = torch.unique(level[kept], return_inverse=True)  # drop the levels no weight uses (and 0)
         codebook = levels[used]
         d = codebook.numel()
-        pos_bits, coding, width = position_bits(support, flat.numel())
-        return State(tensors={"codebook": codebook, "codes": codes.to(_code_dtype(d)), "indices": support},
-                     meta={"shape": list(w.shape), "coding": coding, "width": width,
-                           "encoding": {"codebook": "f32", "codes": f"uint:{_code_bits(d)}", "indices": "positions"}},
-                     bits=pos_bits + support.numel() * _code_bits(d) + FLOAT_BITS * d)
+        return sparse_state(w.shape, support, {"codebook": codebook, "codes": codes.to(code_dtype(d))},
+                            {"codebook": "f32", "codes": f"uint:{code_bits(d)}"},
+                            support.numel() * code_bits(d) + F32_BITS * d)
 
     def decompress(self, state):
-        codebook = state.tensors["codebook"]
-        out = codebook.new_zeros(math.prod(state.meta["shape"]))
-        if codebook.numel():
-            out[state.tensors["indices"]] = codebook[state.tensors["codes"].long()]
-        return out.reshape(state.meta["shape"])
+        return scatter(state.tensors["codebook"][state.tensors["codes"].long()], state)

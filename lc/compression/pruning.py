@@ -1,8 +1,8 @@
 """Pruning C steps: ℓ0 and ℓ1, constraint and penalty forms (Carreira-Perpiñán & Idelbayev, CVPR 2018).
 
-Every one returns a sparse state: the nonzero values (32 bits each) and their positions, stored with the
-cheaper of a bitmap or a fixed-width gap code (see :mod:`lc.compression._coding`). A pruned weight is an
-exact zero and costs nothing but its share of the position code.
+Every one returns a sparse state: the nonzero values (``"float"``: in w's dtype, 32 bits each for float32) and
+their positions, stored with the cheaper of a bitmap or a fixed-width gap code (see :mod:`lc.compression._coding`).
+A pruned weight is an exact zero and costs nothing but its share of the position code.
 """
 from __future__ import annotations
 
@@ -11,38 +11,25 @@ from dataclasses import dataclass
 
 import torch
 
-from .._errors import CompressionError
 from ._base import Compression, State
-from ._coding import position_bits
+from ._constraints import WEIGHTS, Integer, Real
+from ._primitives import scatter, sparse_state, value_bits
 
 __all__ = ["ConstraintL0Pruning", "ConstraintL1Pruning", "PenaltyL0Pruning", "PenaltyL1Pruning",
            "project_l1_ball"]
 
-VALUE_BITS = 32
 
-
-def sparse_state(theta: torch.Tensor) -> State:
+def _pruned(theta: torch.Tensor) -> State:
     """The state of a tensor whose zeros are pruned: nonzero values + their positions in the flat tensor."""
     flat = theta.reshape(-1)
     indices = torch.nonzero(flat, as_tuple=True)[0]
-    pos_bits, coding, width = position_bits(indices, flat.numel())
-    return State(tensors={"values": flat[indices].clone(), "indices": indices},
-                 meta={"shape": list(theta.shape), "coding": coding, "width": width,
-                       "encoding": {"values": "f32", "indices": "positions"}},
-                 bits=VALUE_BITS * indices.numel() + pos_bits)
-
-
-def sparse_decompress(state: State) -> torch.Tensor:
-    values = state.tensors["values"]
-    shape = state.meta["shape"]
-    out = values.new_zeros(math.prod(shape))
-    out[state.tensors["indices"]] = values
-    return out.reshape(shape)
+    return sparse_state(theta.shape, indices, {"values": flat[indices].clone()}, {"values": "float"},
+                        value_bits(theta.dtype) * indices.numel())
 
 
 class _Sparse(Compression):
     def decompress(self, state: State) -> torch.Tensor:
-        return sparse_decompress(state)
+        return scatter(state.tensors["values"], state)
 
 
 @dataclass(frozen=True)
@@ -51,19 +38,14 @@ class ConstraintL0Pruning(_Sparse):
     O(N) (``torch.topk``). Ties at the threshold are broken by ``topk``'s order, deterministically."""
 
     kappa: int
-
-    def check(self, shape):
-        n = math.prod(shape)
-        if isinstance(self.kappa, bool) or not isinstance(self.kappa, int) or not 0 <= self.kappa <= n:
-            raise CompressionError(f"ConstraintL0Pruning(kappa={self.kappa!r}) on a tensor of {n} weights: kappa "
-                                   f"must be an integer between 0 and {n} (the number of weights to keep)")
+    constraints = {"kappa": (Integer(0, WEIGHTS), "is the number of weights to keep")}
 
     def compress(self, w, mu, previous=None):
         flat = w.reshape(-1)
-        keep = torch.topk(flat.abs(), self.kappa, sorted=False).indices
+        keep = torch.topk(flat.abs(), int(self.kappa), sorted=False).indices
         theta = torch.zeros_like(flat)
         theta[keep] = flat[keep]
-        return sparse_state(theta.reshape(w.shape))
+        return _pruned(theta.reshape(w.shape))
 
 
 def project_l1_ball(w: torch.Tensor, radius: float) -> torch.Tensor:
@@ -88,22 +70,13 @@ class ConstraintL1Pruning(_Sparse):
     (soft thresholding at the threshold that puts θ on the ball; sort-based, O(N log N))."""
 
     kappa: float
-
-    def check(self, shape):
-        if isinstance(self.kappa, bool) or not isinstance(self.kappa, (int, float)) or not self.kappa >= 0 \
-                or math.isinf(self.kappa):
-            raise CompressionError(f"ConstraintL1Pruning(kappa={self.kappa!r}): kappa is the radius of the ℓ1 "
-                                   "ball (the largest Σ|θ_i| allowed) and must be a finite number ≥ 0")
+    constraints = {"kappa": (Real(0), "is the radius of the ℓ1 ball, the largest Σ|θ_i| allowed")}
 
     def compress(self, w, mu, previous=None):
-        return sparse_state(project_l1_ball(w, float(self.kappa)))
+        return _pruned(project_l1_ball(w, float(self.kappa)))
 
 
-def _check_alpha(obj):
-    a = obj.alpha
-    if isinstance(a, bool) or not isinstance(a, (int, float)) or not 0 <= a < math.inf:
-        raise CompressionError(f"{type(obj).__name__}(alpha={a!r}): alpha weighs the penalty against the "
-                               "loss and must be a finite number ≥ 0")
+_ALPHA = {"alpha": (Real(0), "weighs the penalty against the loss")}
 
 
 @dataclass(frozen=True)
@@ -111,13 +84,11 @@ class PenaltyL0Pruning(_Sparse):
     """Solves min_θ α‖θ‖₀ + μ/2 ‖w − θ‖²: hard thresholding, keep w_i iff |w_i| > √(2α/μ). O(N)."""
 
     alpha: float
-
-    def check(self, shape):
-        _check_alpha(self)
+    constraints = _ALPHA
 
     def compress(self, w, mu, previous=None):
-        threshold = math.sqrt(2 * self.alpha / mu)
-        return sparse_state(torch.where(w.abs() > threshold, w, torch.zeros_like(w)))
+        threshold = math.sqrt(2 * float(self.alpha) / mu)
+        return _pruned(torch.where(w.abs() > threshold, w, torch.zeros_like(w)))
 
 
 @dataclass(frozen=True)
@@ -125,10 +96,8 @@ class PenaltyL1Pruning(_Sparse):
     """Solves min_θ α‖θ‖₁ + μ/2 ‖w − θ‖²: soft thresholding at α/μ, θ_i = sign(w_i) max(|w_i| − α/μ, 0). O(N)."""
 
     alpha: float
-
-    def check(self, shape):
-        _check_alpha(self)
+    constraints = _ALPHA
 
     def compress(self, w, mu, previous=None):
-        tau = self.alpha / mu
-        return sparse_state(torch.sign(w) * torch.clamp(w.abs() - tau, min=0))
+        tau = float(self.alpha) / mu
+        return _pruned(torch.sign(w) * torch.clamp(w.abs() - tau, min=0))

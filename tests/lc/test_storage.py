@@ -50,7 +50,7 @@ def _stream_bytes(state):
     total = 0
     for name, t in state.tensors.items():
         enc = state.meta["encoding"][name]
-        if enc == "f32":
+        if enc in ("f32", "float"):
             total += t.numel() * t.element_size()
         elif enc.startswith("uint:"):
             total += math.ceil(t.numel() * int(enc[5:]) / 8)
@@ -94,6 +94,26 @@ def test_round_trip_is_bit_exact_and_within_the_size_bound(tmp_path, case, mix):
     assert written <= lc.nominal_bits(model, compressed) / 8 + streams + n + 48
     assert written <= size_bound(model, compressed)
     assert n <= 512 + 128 * streams                                    # the stated header bound
+
+
+@pytest.mark.parametrize("compression", [lc.ConstraintL0Pruning(kappa=1200), lc.PenaltyL1Pruning(alpha=0.3),
+                                         lc.LowRank(10), lc.LowRank(30), lc.RankSelection(alpha=1e-3)], ids=repr)
+def test_a_float64_model_stays_within_the_size_bound(tmp_path, compression):
+    """"float" tensors are written in their own dtype and counted at its width: a float64 model's artifact stays
+    within the stated bound, and loads back bit for bit."""
+    model = Holder((60, 40)).double()
+    compressed = lc.Compressed.direct(model, {lc.Param("w"): (lc.AsIs, compression)})
+    (state,) = compressed.states
+    assert "float" in state.meta["encoding"].values() and set(state.meta["encoding"].values()) <= {"float",
+                                                                                                    "positions"}
+    written = lc.save(tmp_path / "m.lc", model, compressed)
+    assert written == _stream_bytes(state) + sum(t.numel() * t.element_size() for k, t in
+                                                  model.state_dict().items() if k != "w") + \
+        struct.unpack("<Q", (tmp_path / "m.lc").read_bytes()[8:16])[0] + 48
+    assert written <= size_bound(model, compressed)
+    fresh = Holder((60, 40), seed=2).double()
+    lc.load(tmp_path / "m.lc", fresh)
+    assert fresh.w.dtype == torch.float64 and torch.equal(fresh.w, compressed.deltas()["w"])
 
 
 def test_nominal_bits_count_every_tensor_in_its_dtype():
@@ -171,7 +191,7 @@ def test_positions_round_trip_in_exactly_the_counted_bits(density):
 def test_codes_that_do_not_fit_their_width_are_refused():
     with pytest.raises(lc.CompressionError, match="does not fit uint:2"):
         _packing.encode(torch.tensor([0, 4]), "uint:2", {})
-    with pytest.raises(lc.CompressionError, match="unknown tensor encoding 'int:3'"):
+    with pytest.raises(lc.CompressionError, match="unknown tensor encoding 'int:3'; known: 'f32', 'float',"):
         _packing.encode(torch.tensor([0, 4]), "int:3", {})
 
 
@@ -470,3 +490,26 @@ def test_a_version_1_artifact_still_loads(tmp_path):
     fresh = Holder((12, 5), seed=3)
     loaded = lc.load(tmp_path / "m.lc", fresh)
     assert torch.equal(fresh.w, c.deltas()["w"]) and loaded.states[0].bits == c.states[0].bits
+
+
+def test_numpy_hyperparameters_are_accepted_and_stored_as_plain_numbers(tmp_path):
+    import numpy as np
+    model = Holder((20, 6))
+    c = lc.Compressed.direct(model, {lc.Param("w"): (lc.AsIs, lc.ConstraintL0Pruning(kappa=np.int64(10)))})
+    lc.save(tmp_path / "m.lc", model, c)
+    loaded = lc.load(tmp_path / "m.lc", Holder((20, 6), seed=3))
+    assert loaded.tasks[0].step.compression == lc.ConstraintL0Pruning(kappa=10)
+    assert type(loaded.tasks[0].step.compression.kappa) is int
+
+
+def test_ratios_count_each_parameter_at_its_dtypes_width(tmp_path):
+    """A float64 model's dense bits are 64 a value: pruning it to 5 % compresses it as much as a float32 one."""
+    ratios = {}
+    for dtype in (torch.float32, torch.float64):
+        model = Holder((20, 6)).to(dtype)
+        c = lc.Compressed.direct(model, {lc.Param("w"): (lc.AsIs, lc.ConstraintL0Pruning(kappa=6))})
+        ratios[dtype] = c.ratio(model)
+        size = lc.save(tmp_path / f"{dtype}.lc", model, c)
+        assert realised_ratio(model, size) == sum(p.numel() * p.element_size() for p in model.parameters()) / size
+    # the same values and positions; positions weigh a little less against 64-bit values
+    assert ratios[torch.float32] < ratios[torch.float64] < 1.05 * ratios[torch.float32]

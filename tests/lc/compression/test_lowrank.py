@@ -42,13 +42,25 @@ def test_lowrank_equals_truncated_svd(shape, r, dtype):
     tol = 1e-12 if dtype == torch.float64 else 2e-5
     torch.testing.assert_close(out.double(), _truncate(w, r), rtol=tol, atol=tol)
     m, n = shape
+    width = torch.finfo(dtype).bits                     # "float": values in w's dtype, 32 or 64 bits each
     if r * (m + n) < m * n:
-        assert s.meta["form"] == "factors" and s.bits == 32 * r * (m + n)
+        assert s.meta["form"] == "factors" and s.bits == width * r * (m + n)
         assert s.tensors["U"].shape == (m, r) and s.tensors["V"].shape == (r, n)
-        assert s.tensors["U"].dtype == dtype and s.meta["encoding"] == {"U": "f32", "V": "f32"}
+        assert s.tensors["U"].dtype == dtype and s.meta["encoding"] == {"U": "float", "V": "float"}
     else:                                               # factors would cost more than the matrix: store it dense
-        assert s.meta["form"] == "dense" and s.bits == 32 * m * n and set(s.tensors) == {"dense"}
-        assert s.meta["encoding"] == {"dense": "f32"}
+        assert s.meta["form"] == "dense" and s.bits == width * m * n and set(s.tensors) == {"dense"}
+        assert s.meta["encoding"] == {"dense": "float"}
+
+
+@pytest.mark.parametrize("dtype,width", [(torch.float64, 64), (torch.bfloat16, 16), (torch.float16, 16)])
+def test_factors_and_dense_are_counted_at_the_width_of_their_dtype(dtype, width):
+    """U, V and the dense matrix are w's own values ("float"): stored in its dtype, so counted at its width."""
+    w = _matrix(12, 8).to(dtype)
+    for c, form in ((lc.LowRank(3), "factors"), (lc.LowRank(6), "dense"), (lc.RankSelection(alpha=1e-3), None)):
+        s = c.compress(w, 1.0)
+        assert form in (None, s.meta["form"])
+        assert set(s.meta["encoding"].values()) == {"float"} and all(t.dtype == dtype for t in s.tensors.values())
+        assert s.bits == width * sum(t.numel() for t in s.tensors.values())
 
 
 def test_lowrank_error_is_the_singular_value_tail():

@@ -128,6 +128,20 @@ def test_sparse_state_bits_and_round_trip():
     assert torch.equal(lc.ConstraintL0Pruning(kappa=10).decompress(s), w)
 
 
+@pytest.mark.parametrize("dtype,width", [(torch.float64, 64), (torch.bfloat16, 16), (torch.float16, 16),
+                                         (torch.float32, 32)])
+def test_kept_values_are_counted_at_the_width_of_their_dtype(dtype, width):
+    """The kept values are w's own ("float"): stored in its dtype, so counted at its width."""
+    w = torch.randn(1000, generator=torch.Generator().manual_seed(0)).to(dtype)
+    for c in (lc.ConstraintL0Pruning(kappa=100), lc.ConstraintL1Pruning(kappa=50.0), lc.PenaltyL0Pruning(alpha=0.5),
+              lc.PenaltyL1Pruning(alpha=0.5)):
+        s = c.compress(w, 1.0)
+        values = s.tensors["values"]
+        assert s.meta["encoding"] == {"values": "float", "indices": "positions"} and values.dtype == dtype
+        assert 0 < values.numel() < 1000
+        assert s.bits == width * values.numel() + position_bits(s.tensors["indices"], 1000)[0]
+
+
 @pytest.mark.parametrize("make", [lambda: lc.ConstraintL0Pruning(kappa=-1), lambda: lc.ConstraintL0Pruning(kappa=11),
                                   lambda: lc.ConstraintL0Pruning(kappa=2.5)])
 def test_l0_budget_validated(make):

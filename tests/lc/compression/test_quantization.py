@@ -368,12 +368,12 @@ def test_affine_against_fine_grid_and_minmax(bits, symmetric):
 def test_affine_search_alone_against_the_exact_scale(bits, tol, monkeypatch):
     """Beyond the size of the exact sweep the C step is a search: how far above the exact optimum over S it ends
     (the docstring quotes these numbers)."""
-    from lc.compression import quantization
+    from lc.compression import affine
     q = lc.AffineQuantization(bits)
     for kind in ("gauss", "laplace", "mixture"):
         w = sample(kind, 2000, torch.Generator().manual_seed(1))
         exact = sq(w, q.decompress(q.compress(w, 1.0)))
-        monkeypatch.setattr(quantization, "EXACT_BUDGET", 0)
+        monkeypatch.setattr(affine, "EXACT_BUDGET", 0)
         searched = sq(w, q.decompress(q.compress(w, 1.0)))
         monkeypatch.undo()
         assert exact <= searched * (1 + 1e-6)
@@ -384,17 +384,17 @@ def test_affine_search_alone_against_the_exact_scale(bits, tol, monkeypatch):
 def test_affine_large_inputs_search_on_order_statistics(bits, symmetric, monkeypatch):
     """Above 2¹⁵ weights the search runs on order statistics: never worse than min–max, and within 1% of the
     search on every weight."""
-    from lc.compression import quantization
+    from lc.compression import affine
     w = sample("laplace", 40_000, torch.Generator().manual_seed(2))
     q = lc.AffineQuantization(bits, symmetric=symmetric)
     sampled = sq(w, q.decompress(q.compress(w, 1.0)))
     assert sampled <= minmax_error(w, bits, symmetric) * (1 + 1e-6)
-    monkeypatch.setattr(quantization, "SEARCH_SIZE", 1 << 40)
+    monkeypatch.setattr(affine, "SEARCH_SIZE", 1 << 40)
     assert sampled <= sq(w, q.decompress(q.compress(w, 1.0))) * 1.01
 
 
 def test_exact_scale_sweep_against_a_fine_grid():
-    from lc.compression.quantization import _best_scale
+    from lc.compression.affine import _best_scale
     for seed in range(4):
         w = sample("laplace", 15, torch.Generator().manual_seed(seed))[None, :]
         for bits, z in ((3, 4), (3, 2), (2, 0), (4, 8)):
