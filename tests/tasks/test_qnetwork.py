@@ -87,7 +87,25 @@ def test_epsilon_schedule():
 
 
 WEIGHTS = ["0.weight", "2.weight", "4.weight"]
-KAPPA = 1000    # of 4480 weights: direct pruning to this many breaks the policy (return about 12)
+KAPPA = 1000    # of 4480 weights (the offline tests)
+# Direct pruning to a given κ breaks the policy of one reference and not of another: the 4k-step DQN reference is
+# a different network on a machine whose BLAS (MKL) takes its AVX-512 path than on one whose BLAS takes the AVX2
+# path (float rounding, amplified by training; gymnasium 1.0 to 1.4 give the same network). With AVX2 kernels,
+# κ = 1000 gives a return of 12.7; with AVX-512 kernels, 72.4 (κ = 600: 17.8). The online test therefore takes
+# the largest κ of this grid at which direct pruning breaks the policy of the reference at hand.
+BREAKING_KAPPAS = (1000, 900, 800, 700, 600)
+
+
+@pytest.fixture(scope="module")
+def breaking_kappa(ref):
+    """The largest κ of BREAKING_KAPPAS whose direct pruning of ``ref`` returns < 2 × random play."""
+    for kappa in BREAKING_KAPPAS:
+        net = ref.network()
+        qn.project(net, {lc.Param(WEIGHTS): (lc.AsVector, lc.ConstraintL0Pruning(kappa=kappa))})
+        if qn.evaluate(net, "CartPole-v1", episodes=10).mean < 2 * RANDOM_RETURN:
+            return kappa
+    pytest.fail(f"direct pruning to any κ of {BREAKING_KAPPAS} keeps this reference's policy: extend the grid "
+                "downwards (fewer weights) so that the test compresses a policy that direct compression breaks")
 
 
 def _lc(ref, l_step, kappa=KAPPA):
@@ -98,14 +116,15 @@ def _lc(ref, l_step, kappa=KAPPA):
     return net, algorithm, algorithm.run()
 
 
-def test_online_lc_gives_the_declared_structure_and_keeps_the_target_uncompressed(ref):
+def test_online_lc_gives_the_declared_structure_and_keeps_the_target_uncompressed(ref, breaking_kappa):
+    KAPPA = breaking_kappa                                        # noqa: N806 (the module's name, per reference)
     l_step = qn.OnlineLStep(ref.cfg, ref, seed=0)
     seen = []
     def spy(model, lc_penalty, j):
         l_step(model, lc_penalty, j)
         # the target network was fed from the primary's uncompressed w, never from Δ(Θ)
         seen.append(int(sum((p != 0).sum() for p in l_step.agent.target.parameters())))
-    net, algorithm, history = _lc(ref, spy)
+    net, algorithm, history = _lc(ref, spy, KAPPA)
     weights = torch.cat([dict(net.named_parameters())[n].detach().flatten() for n in WEIGHTS])
     assert int((weights != 0).sum()) <= KAPPA
     assert all(n > 4 * KAPPA for n in seen)
