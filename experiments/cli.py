@@ -119,7 +119,8 @@ def _check(value, tp, where: str):
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin in (list, tuple):
         if not isinstance(value, list):
-            raise CompressionError(f"{where} = {value!r}: give {_describe(tp)}, e.g. {where.split('.')[-1]} = "
+            key = where.rpartition(": ")[2].rpartition(".")[2]
+            raise CompressionError(f"{where} = {value!r}: give {_describe(tp)}, e.g. {key} = "
                                    f"{json.dumps([value] if not isinstance(value, dict) else [])}")
         return [_check(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)]
     if origin is dict:
@@ -333,8 +334,7 @@ def parse(cls, argv=None, *, prog: str | None = None, description: str | None = 
             inner = {g.name for g in dataclasses.fields(hints[f.name])}
             unknown += sorted(f"{f.name}.{k}" for k in set(raw[f.name]) - inner)
     if unknown:
-        raise CompressionError(f"config file {path}: unknown keys {unknown}; see {prog or ''} --help".replace(
-            "see  --help", "see --help"))
+        raise CompressionError(f"config file {path}: unknown keys {unknown}; see {prog or 'the script'} --help")
     config = _build(cls, _values(cls, raw, args, f"config file {path}" if path else ""))
     _validate(cls, config)
     return config

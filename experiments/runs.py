@@ -26,7 +26,7 @@ import os
 import shutil
 import socket
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 from lc import CompressionError
 from lc._io import writable_dir, write_text_atomic
@@ -81,12 +81,17 @@ def read_rows(path: Path) -> tuple[list[dict], int | None]:
 class RunStore:
     """The rows of a sweep in ``out``, shared by processes (see the module's docstring)."""
 
-    def __init__(self, out: Path, fields: dict, *, overwrite: bool = False, columns: Sequence[str] = ()):
+    def __init__(self, out: Path, fields: dict | None, *, overwrite: bool = False, columns: Sequence[str] = (),
+                 key: Callable[[dict], str] = lambda row: row["run_id"]):
+        """``fields``: what the results depend on (None: the caller checks that itself); ``columns``: of rows.csv
+        (default: every key of the rows, in order of appearance); ``key``: a row's run id."""
         self.out = writable_dir(Path(out), "the output directory")
         self.jsonl, self.csv, self.config_file = self.out / "rows.jsonl", self.out / "rows.csv", self.out / "config.json"
         self.claims = self.out / "claims"
-        self.columns = list(columns)
+        self.columns, self.key = list(columns), key
         self.host, self.pid = socket.gethostname(), os.getpid()
+        if fields is None:
+            return
         with self.locked():
             rows = self._read()
             theirs = json.loads(self.config_file.read_text()) if self.config_file.exists() else None
@@ -136,6 +141,10 @@ class RunStore:
         with self.locked():
             return self._read()
 
+    def done(self) -> set[str]:
+        """The run ids of the rows written."""
+        return {self.key(r) for r in self.rows()}
+
     def sync(self) -> list[dict]:
         """Rewrite rows.csv from rows.jsonl (with the current columns); returns the rows."""
         with self.locked():
@@ -167,7 +176,7 @@ class RunStore:
     def claim(self, run_id: str) -> bool:
         """Claim ``run_id`` for this process: False if its row is written or a live process holds it."""
         with self.locked():
-            if any(r.get("run_id") == run_id for r in self._read()):
+            if any(self.key(r) == run_id for r in self._read()):
                 return False
             self.claims.mkdir(exist_ok=True)
             path = self._claim_file(run_id)
@@ -191,12 +200,12 @@ class RunStore:
             self._claim_file(run_id).unlink(missing_ok=True)
 
     def add(self, row: dict) -> list[dict]:
-        """Record the row of a claimed run (once: a row of the same run_id already there is kept) and release the
+        """Record the row of a claimed run (once: a row of the same run id already there is kept) and release the
         claim; returns all rows."""
         with self.locked():
             rows = self._read()
-            if not any(r.get("run_id") == row["run_id"] for r in rows):
+            if not any(self.key(r) == self.key(row) for r in rows):
                 rows.append(row)
                 self._write(rows)
-            self._claim_file(row["run_id"]).unlink(missing_ok=True)
+            self._claim_file(self.key(row)).unlink(missing_ok=True)
             return rows

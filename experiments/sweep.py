@@ -118,7 +118,7 @@ def run(task: Adapter, config: Sweep) -> list[dict]:
         run_id = _run_id(fields, fam, value, config.mu0_of(fam))
         bar.set_postfix_str(f"{fam.name} {fam.parameter}={value}")
         if not store.claim(run_id):
-            skipped += run_id not in {r["run_id"] for r in store.rows()}
+            skipped += run_id not in store.done()
             continue
         try:
             row = _one_run(config, task, reference, fam, value, run_id, ref_eval, ref_flops)

@@ -223,7 +223,7 @@ def test_rl_tradeoff_reports_the_validation_selected_step(ref, tmp_path, monkeyp
     with the better return on further validation episodes (its saved network gives the reported test return), the
     last step's test return is kept beside it, and a rerun skips done runs."""
     import json
-    from experiments import rl_tradeoff
+    from experiments.rl import tradeoff as rl_tradeoff
     cache = tmp_path / "cache" / "qnetwork"
     cache.mkdir(parents=True)
     (cache / ref.path.name).write_bytes(ref.path.read_bytes())
@@ -258,7 +258,7 @@ def test_rl_tradeoff_reports_the_validation_selected_step(ref, tmp_path, monkeyp
         lc.load(artifact, loaded).apply(loaded)              # biases from the file, weights from Θ
         assert all(torch.equal(p, saved[n]) for n, p in loaded.named_parameters())
         assert r["realised_ratio"] == pytest.approx(4 * sum(p.numel() for p in net.parameters()) / r["file_bytes"])
-    from experiments import rl_costs                         # study 4 runs the file as lc.export makes it: same agent
+    from experiments.rl import costs as rl_costs             # study 4 runs the file as lc.export makes it: same agent
     threads = torch.get_num_threads()
     try:
         dense, exported = (rl_costs.one("cartpole", str(out / row[k]), 3) for k in ("net", "artifact"))
@@ -272,7 +272,8 @@ def test_rl_tradeoff_reports_the_validation_selected_step(ref, tmp_path, monkeyp
 
 def test_rl_tradeoff_checks_its_settings_before_anything_runs(tmp_path, monkeypatch):
     import json
-    from experiments import rl_common, rl_tradeoff
+    from experiments.rl import common as rl_common
+    from experiments.rl import tradeoff as rl_tradeoff
     cfg = qn.LunarLanderConfig()
     assert rl_common.l_step_overrides(cfg, ["distill_steps=1e3", "distill_temperature=0.2"]) == \
         {"distill_steps": 1000, "distill_temperature": 0.2}
@@ -297,7 +298,7 @@ def test_rl_tradeoff_checks_its_settings_before_anything_runs(tmp_path, monkeypa
 
 
 def test_pruned_quantization_scheme_keeps_a_fraction_of_the_weights_on_one_codebook(ref):
-    from experiments import rl_common as rc
+    from experiments import schemes as rc
     scheme = rc.parse_scheme("pruned-quant16=0.1")
     net = ref.network()
     n = sum(net.get_parameter(w).numel() for w in WEIGHTS)
@@ -311,7 +312,7 @@ def test_pruned_quantization_scheme_keeps_a_fraction_of_the_weights_on_one_codeb
 
 
 def test_output_rows_scheme_gives_each_action_its_own_codebook(ref):
-    from experiments import rl_common as rc
+    from experiments import schemes as rc
     scheme = rc.parse_scheme("quantization-outrows=4")
     net = ref.network()
     lc.Algorithm(net, scheme.tasks(net), lc.geometric_mu(1e-2, 4.0, 2), qn.DistillLStep(ref.cfg, ref, seed=0)).run()
@@ -326,7 +327,7 @@ def test_output_rows_scheme_gives_each_action_its_own_codebook(ref):
 
 
 def test_rl_naive_quantizes_each_layer_alone_then_all(ref):
-    from experiments import rl_naive
+    from experiments.rl import naive as rl_naive
     schemes = rl_naive.layer_quantization(ref.network(), 2)
     assert [s.layers for s in schemes] == [*WEIGHTS, "4.weight per row", "all"]
     for s in schemes:
@@ -339,21 +340,21 @@ def test_rl_naive_quantizes_each_layer_alone_then_all(ref):
 
 
 def test_rl_costs_says_what_to_run_when_no_tradeoff_networks_exist(tmp_path, monkeypatch):
-    from experiments import rl_costs
+    from experiments.rl import costs as rl_costs
     measured = []
     monkeypatch.setattr(rl_costs, "measure", lambda *a: measured.append(a))
     (tmp_path / "a").mkdir()
-    with pytest.raises(lc.CompressionError, match="run experiments.rl_tradeoff first"):
+    with pytest.raises(lc.CompressionError, match="run experiments.rl.tradeoff first"):
         rl_costs.main(["--env", "cartpole", "--tradeoff", str(tmp_path / "a"), str(tmp_path / "b"),
                        "--out", str(tmp_path / "out")])
     assert measured == [] and not (tmp_path / "out").exists()
 
 
 def test_rl_selection_picks_by_each_protocol(ref, tmp_path, monkeypatch):
-    """experiments.rl_selection: the step each protocol picks, on made-up scores, then one small run on CartPole
+    """experiments.rl.selection: the step each protocol picks, on made-up scores, then one small run on CartPole
     whose rows agree with its per-step evaluations."""
     import json
-    from experiments import rl_selection
+    from experiments.rl import selection as rl_selection
     steps = [{"step": j, "validation": v, "rescore": r, "test": t}
              for j, (v, r, t) in enumerate([(5, 1, 9), (9, 2, 1), (7, 8, 4), (9, 8, 3), (8, 0, 2)])]
     # screen (2 best validations): steps 1 and 3 (tie, the earlier first); 3 rescores best; 0 tests best
