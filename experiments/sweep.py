@@ -128,8 +128,8 @@ def run(task: Adapter, config: Sweep) -> list[dict]:
         store.add(row)
     bar.close()
     if skipped:
-        log.info("%d runs are being done by other processes sharing %s; their rows appear there when they finish",
-                 skipped, config.out)
+        log.info("runs being done by other processes sharing %s: %d (their rows appear there when they finish)",
+                 config.out, skipped)
     rows = store.rows()
     from .plot import plot_rows
     plot_rows(rows, Path(config.out) / "tradeoff.png")

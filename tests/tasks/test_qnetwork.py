@@ -373,3 +373,27 @@ def test_rl_selection_picks_by_each_protocol(ref, tmp_path, monkeypatch):
     (row,) = [json.loads(line) for line in (out / "rows.jsonl").read_text().splitlines()]
     assert [s["step"] for s in per_step] == [1, 2]
     assert {k: row[k] for k in row if k not in ("scheme", "seed")} == rl_selection.choices(per_step, 1)
+
+
+@pytest.mark.parametrize("kind", ["offline", "online"])
+def test_the_qnetwork_adapter_runs_through_the_sweep_driver(ref, tmp_path, kind):
+    """tasks.qnetwork.QNetwork implements the adapter protocol: the generic sweep runs it on CartPole, rows and
+    artifacts as for the classifiers, the metric being the return on the test episodes."""
+    from experiments import sweep
+    from tasks.adapter import Adapter
+    cfg = dataclasses.replace(ref.cfg, distill_steps=50, lc_steps=200)     # L-step fields: the same reference
+    task = qn.QNetwork(cfg, kind, episodes=3)
+    assert isinstance(task, Adapter)
+    rows = sweep.run(task, sweep.Sweep(families=["pruning"], values={"pruning": [0.2]}, steps=2, latency=False,
+                                       progress=False, out=str(tmp_path / "out"), cache_dir=str(ref.path.parent)))
+    (row,) = rows
+    assert (row["task"], row["family"], row["value"], row["steps"]) == ("CartPole-v1", "pruning", 0.2, 2)
+    assert row["reference_return"] == qn.evaluate(ref.network(), "CartPole-v1", 3).mean
+    net = ref.network()
+    lc.load(tmp_path / "out" / "artifacts" / f"{row['run_id']}.lc", net)
+    assert sum(int((net.get_parameter(w) != 0).sum()) for w in WEIGHTS) <= round(0.2 * 4480)
+    ev = qn.evaluate(net, "CartPole-v1", 3)
+    assert (row["test_return"], row["test_return_std"]) == (ev.mean, ev.std)
+    assert row["flops"] <= round(0.2 * 4480) < row["reference_flops"] == 4480
+    header = (tmp_path / "out" / "rows.csv").read_text().splitlines()[0].split(",")
+    assert header == list(sweep.columns(("return", "return_std"), "return"))
