@@ -191,7 +191,11 @@ def _flags(f: dataclasses.Field) -> list[str]:
 
 def _add(group, f: dataclasses.Field, tp) -> None:
     meta = f.metadata
-    help = argparse.SUPPRESS if meta.get("hidden") else meta.get("help", "")
+    help = meta.get("help", "")
+    default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+    if default is not dataclasses.MISSING and default not in (None, [], {}) and "default" not in help:
+        help += f" (default: {' '.join(map(str, default)) if isinstance(default, (list, tuple)) else default})"
+    help = argparse.SUPPRESS if meta.get("hidden") else help.replace("%", "%%")
     kwargs: dict[str, Any] = {"help": help, "default": None}
     if meta.get("metavar"):
         kwargs["metavar"] = meta["metavar"]

@@ -56,8 +56,8 @@ def _alive(pid: int) -> bool:
 
 
 def read_rows(path: Path) -> tuple[list[dict], int | None]:
-    """The rows of a JSON-lines file and, if its last line is partial (not a whole JSON object ended by a newline),
-    the byte offset where that line starts (else None). A malformed line before the last is an error."""
+    """The rows of a JSON-lines file and, if its last line is partial (not a whole JSON object: an interrupted
+    write), the byte offset where that line starts (else None). A malformed line before the last is an error."""
     if not path.exists():
         return [], None
     data = path.read_bytes()
@@ -68,7 +68,7 @@ def read_rows(path: Path) -> tuple[list[dict], int | None]:
             row = json.loads(line) if line.strip() else None
         except (json.JSONDecodeError, UnicodeDecodeError):
             row = ...
-        if row is ... or (end == len(data) and not line.endswith(b"\n")):
+        if row is ...:
             if end == len(data):
                 return rows, offset
             raise CompressionError(f"{path}: line {len(rows) + 1} is not a JSON object; mend or remove that line")
