@@ -31,7 +31,7 @@ from typing import Callable, Iterator, Sequence
 from lc import CompressionError
 from lc._io import writable_dir, write_text_atomic
 
-__all__ = ["RunStore", "read_rows"]
+__all__ = ["RunStore", "read_rows", "csv_text"]
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,15 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def csv_text(rows: list[dict], columns: Sequence[str] = ()) -> str:
+    """``rows`` as CSV text: ``columns`` (default: every key of the rows, in order of appearance), a header line."""
+    text = io.StringIO(newline="")
+    w = csv.DictWriter(text, list(columns) or list(dict.fromkeys(k for r in rows for k in r)), extrasaction="ignore")
+    w.writeheader()
+    w.writerows(rows)
+    return text.getvalue()
 
 
 def read_rows(path: Path) -> tuple[list[dict], int | None]:
@@ -130,12 +139,7 @@ class RunStore:
         self._write_csv(rows)
 
     def _write_csv(self, rows: list[dict]) -> None:
-        columns = self.columns or list(dict.fromkeys(k for r in rows for k in r))
-        text = io.StringIO(newline="")
-        w = csv.DictWriter(text, columns, extrasaction="ignore")
-        w.writeheader()
-        w.writerows(rows)
-        write_text_atomic(self.csv, text.getvalue(), what="the rows")
+        write_text_atomic(self.csv, csv_text(rows, self.columns), what="the rows")
 
     def rows(self) -> list[dict]:
         with self.locked():

@@ -4,9 +4,7 @@ run, rows on disk. The compression schemes are the families of :mod:`experiments
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import json
 import logging
 from dataclasses import dataclass
@@ -20,6 +18,7 @@ from lc._io import write_text_atomic
 from tasks import qnetwork as qn
 
 from ..cli import option
+from ..runs import csv_text
 from ..runs import read_rows as _read_rows
 from ..schemes import Scheme
 
@@ -99,11 +98,7 @@ def reference(env: str) -> qn.Reference:
 def write_rows(rows: list[dict], out: Path, name: str = "rows") -> None:
     """``{name}.csv`` and ``{name}.jsonl`` in ``out``, each written whole (``lc._io.write_text_atomic``)."""
     out.mkdir(parents=True, exist_ok=True)
-    text = io.StringIO(newline="")
-    w = csv.DictWriter(text, list(dict.fromkeys(k for r in rows for k in r)))
-    w.writeheader()
-    w.writerows(rows)
-    write_text_atomic(out / f"{name}.csv", text.getvalue(), what="the rows")
+    write_text_atomic(out / f"{name}.csv", csv_text(rows), what="the rows")
     if name == "rows":
         write_text_atomic(out / "rows.jsonl", "".join(json.dumps(r) + "\n" for r in rows), what="the rows")
 
