@@ -4,8 +4,9 @@
 """
 from __future__ import annotations
 
-import argparse
 import logging
+import sys
+from dataclasses import dataclass
 
 import torch
 from sklearn.datasets import load_digits
@@ -13,13 +14,19 @@ from sklearn.model_selection import train_test_split
 
 import lc
 
+from . import cli
+from .cli import option
+
+
+@dataclass
+class Config:
+    kappa: int = option(200, "weights kept in the first layer (of 4096)")
+    steps: int = option(20, "LC steps")
+    seed: int = option(0, "seed of the initialisation and of the batch order")
+
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--kappa", type=int, default=200, help="weights kept in the first layer (of 4096)")
-    ap.add_argument("--steps", type=int, default=20, help="LC steps")
-    ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args(argv)
+    args = cli.parse(Config, argv, prog="python -m experiments.quickstart", description=__doc__)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.manual_seed(args.seed)
 
@@ -54,4 +61,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(cli.console(main))

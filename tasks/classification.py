@@ -15,11 +15,10 @@ The L step knows nothing of the compression: every scheme on a task is trained w
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import logging
-import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,9 +28,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-import lc
 from lc import CompressionError
+from lc._io import write_atomic
 
+from . import adapter
+from .adapter import compression_tasks, flops, weight_names
 from .data import Dataset, load
 from .models import make_model
 
@@ -106,7 +107,11 @@ def _distillation(logits: torch.Tensor, teacher_logits: torch.Tensor, t: float) 
 
 
 class Classification:
-    """The adapter: ``reference()``, ``l_step()``, ``evaluate(model)``, ``train_epoch(...)``."""
+    """The adapter (:class:`tasks.adapter.Adapter`): ``reference()``, ``l_step()``, ``evaluate(model)`` (metric
+    ``error``, lower is better), ``compression_tasks(...)``, ``example_input()``; and ``train_epoch(...)``."""
+
+    metric = "error"
+    higher_is_better = False
 
     def __init__(self, config: TaskConfig = TaskConfig(), data: Dataset | None = None):
         config.check()
@@ -116,9 +121,31 @@ class Classification:
         self._xtr, self._ytr = self.data.x_train.to(self.device), self.data.y_train.to(self.device)
         self._xte, self._yte = self.data.x_test.to(self.device), self.data.y_test.to(self.device)
 
+    @property
+    def name(self) -> str:
+        return f"{self.config.dataset}/{self.config.model}"
+
+    @property
+    def split(self) -> str:
+        return self.data.split
+
+    @property
+    def seed(self) -> int:
+        return self.config.seed
+
+    def fingerprint(self) -> dict:
+        """Every field of the config but where the data and the model live."""
+        return {k: v for k, v in dataclasses.asdict(self.config).items() if k not in ("data_dir", "device")}
+
     def make_model(self) -> nn.Module:
         return make_model(self.config.model, self.data.input_shape, self.data.num_classes,
                           seed=self.config.seed).to(self.device)
+
+    def example_input(self, batch_size: int = 1) -> torch.Tensor:
+        return torch.zeros(batch_size, *self.data.input_shape, device=self.device)
+
+    def compression_tasks(self, model: nn.Module, make, *, joint: bool = False, names=None) -> dict:
+        return adapter.compression_tasks(model, make, joint=joint, names=names)
 
     # ------------------------------------------------------------------------------------------ training
     def train_epoch(self, model: nn.Module, optimizer: torch.optim.Optimizer,
@@ -223,15 +250,8 @@ class Classification:
 def _save_new(obj, path: Path) -> None:
     """Write ``obj`` to ``path`` atomically, never replacing an existing file (another process may have won)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.link(tmp, path)                # fails if path exists: never overwritten
-    except FileExistsError:
+    if not write_atomic(path, lambda f: torch.save(obj, f), replace=False, what="the reference"):
         log.warning("%s appeared while training; kept the existing file", path)
-    finally:
-        os.unlink(tmp)
 
 
 class LStep:
@@ -249,61 +269,3 @@ class LStep:
         opt = self.task.optimizer(model, c.lr * c.lr_decay ** step)
         for _ in range(epochs):
             self.losses.append(self.task.train_epoch(model, opt, lc_penalty, self.teacher))
-
-
-# ---------------------------------------------------------------------------------------------- schemes
-def weight_names(model: nn.Module) -> list[str]:
-    """Names of the weights of every linear and convolutional layer (not biases, not batch norm), in order."""
-    return [f"{m}.weight" for m, mod in model.named_modules()
-            if isinstance(mod, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d))]
-
-
-def compression_tasks(model: nn.Module, make: Callable[[list[torch.Size]], object], *, joint: bool = False,
-                      names: list[str] | None = None) -> dict:
-    """``compression_tasks`` for ``model``: ``make(shapes)`` gives the value — a ``(View, Compression)`` pair or a
-    list of them — for a task over tensors of those shapes. ``joint=False``: every weight its own task (its own
-    codebook, rank, budget); ``joint=True``: one task over all of them (one shared codebook or budget).
-    ``names`` defaults to :func:`weight_names` (all linear and convolutional weights)."""
-    names = names if names is not None else weight_names(model)
-    if not names:
-        raise CompressionError(f"{type(model).__name__} has no linear or convolutional weights to compress")
-    params = dict(model.named_parameters())
-    missing = [n for n in names if n not in params]
-    if missing:
-        raise CompressionError(f"compression_tasks: the model has no parameters {missing}")
-    if joint:
-        return {lc.Param(list(names)): make([params[n].shape for n in names])}
-    return {lc.Param(n): make([params[n].shape]) for n in names}
-
-
-# ---------------------------------------------------------------------------------------------- FLOPs
-@torch.no_grad()
-def flops(model: nn.Module, input_shape) -> int:
-    """Multiply-adds of one forward pass through the linear and convolutional layers, as the current weights
-    allow: each weight matrix W (m × n; a kernel as (out) × (in·k·k)) costs the cheaper of its nonzeros and of its
-    rank-r factorisation r(m + n), times its output positions. Biases, batch norm and activations are not
-    counted. On a dense full-rank model this is the usual dense count."""
-    total = 0
-
-    def hook(mod, inputs, out):
-        nonlocal total
-        w = mod.weight.detach()
-        mat = w.reshape(w.shape[0], -1)
-        m, n = mat.shape
-        rank = int(torch.linalg.matrix_rank(mat.float())) if mat.abs().sum() > 0 else 0
-        per_position = min(int(torch.count_nonzero(mat)), rank * (m + n))
-        positions = out[0].numel() // out.shape[1] if out.dim() > 2 else 1
-        total += per_position * positions
-
-    handles = [m.register_forward_hook(hook) for m in model.modules()
-               if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d))]
-    was_training = model.training
-    model.eval()
-    try:
-        p = next(model.parameters())
-        model(torch.zeros(1, *input_shape, device=p.device, dtype=p.dtype))
-    finally:
-        model.train(was_training)
-        for h in handles:
-            h.remove()
-    return total

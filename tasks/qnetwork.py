@@ -29,11 +29,13 @@ import numpy as np
 import torch
 
 import lc
+from lc._io import write_atomic
+from tasks import adapter
 from tasks.rl.dqn import Agent, DQNConfig, ReplayBuffer, double_q_target, epsilon, mlp, penalty_step
 from tasks.rl.finetune import finetune
 from tasks.rl.evaluate import POLICY_SEED0, SELECT_SEED0, TEST_SEED0, Evaluation, evaluate
 
-__all__ = ["DQNConfig", "CartPoleConfig", "LunarLanderConfig", "Reference", "reference", "make_network",
+__all__ = ["QNetwork", "DQNConfig", "CartPoleConfig", "LunarLanderConfig", "Reference", "reference", "make_network",
            "OnlineLStep", "DistillLStep", "project", "evaluate", "Evaluation", "Agent", "ReplayBuffer",
            "double_q_target", "epsilon", "penalty_step", "distill_loss", "TEST_SEED0", "SELECT_SEED0", "POLICY_SEED0", "default_cache_dir", "finetune",
            "train", "config_hash"]
@@ -187,14 +189,9 @@ def reference(cfg: DQNConfig, cache_dir: str | Path | None = None) -> Reference:
     best, agent, rows = train(cfg)
     ref = Reference(cfg, best, agent.buffer.state_dict(), rows, path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save({"config": dataclasses.asdict(cfg), "state_dict": best, "buffer": ref.buffer, "log": rows}, tmp)
-    try:
-        os.link(tmp, path)             # fails if another process wrote it meanwhile: keep theirs
-    except FileExistsError:
-        log.warning("%s appeared while training; kept the existing file", path)
-    finally:
-        tmp.unlink()
+    obj = {"config": dataclasses.asdict(cfg), "state_dict": best, "buffer": ref.buffer, "log": rows}
+    if not write_atomic(path, lambda f: torch.save(obj, f), replace=False, what="the reference"):
+        log.warning("%s appeared while training; kept the existing file", path)     # another process's: theirs
     return ref
 
 
@@ -316,3 +313,50 @@ def project(model: torch.nn.Module, compression_tasks: Mapping) -> float:
     compressed = lc.Compressed.direct(model, compression_tasks)
     compressed.apply(model)
     return compressed.ratio(model)
+
+
+class QNetwork:
+    """The adapter (:class:`tasks.adapter.Adapter`) of a double-DQN Q-network on ``cfg``'s environment, for a sweep
+    driver: the reference of :func:`reference`, the L step :class:`DistillLStep` (``l_step="offline"``) or
+    :class:`OnlineLStep` (``"online"``), and the greedy return over ``episodes`` episodes seeded from ``seed0``
+    (metric ``return``, higher is better; default: the test seeds). ``seed`` seeds the L step's streams.
+    The Q-network studies (``experiments/rl``) use the functions of this module directly."""
+
+    metric = "return"
+    higher_is_better = True
+
+    def __init__(self, cfg: DQNConfig, l_step: str = "offline", *, seed: int = 0, episodes: int = 10,
+                 seed0: int = TEST_SEED0):
+        if l_step not in ("offline", "online"):
+            raise lc.CompressionError(f"QNetwork: l_step={l_step!r}; use 'offline' (distillation) or 'online' "
+                                      "(continued double DQN)")
+        self.cfg, self.kind, self.seed, self.episodes, self.seed0 = cfg, l_step, seed, episodes, seed0
+        self.name = cfg.env_id
+        self.split = f"{episodes} episodes, seeds {seed0}–{seed0 + episodes - 1}"
+        self._reference: Reference | None = None
+
+    def fingerprint(self) -> dict:
+        return {"config": type(self.cfg).__name__, **dataclasses.asdict(self.cfg), "l_step": self.kind,
+                "seed": self.seed, "episodes": self.episodes, "seed0": self.seed0}
+
+    def reference(self, cache_dir: str | Path | None = None) -> torch.nn.Module:
+        self._reference = reference(self.cfg, cache_dir)
+        return self._reference.network()
+
+    def l_step(self, reference_model: torch.nn.Module | None = None):
+        """A new L step (its environment, buffer and optimizer are its own); the reference's replay buffer and
+        Q-values come from the cached :class:`Reference` (``reference_model`` is not needed)."""
+        ref = self._reference if self._reference is not None else reference(self.cfg)
+        if self.kind == "online":
+            return OnlineLStep(self.cfg, ref, seed=self.seed)
+        return DistillLStep(self.cfg, ref, seed=self.seed)
+
+    def evaluate(self, model: torch.nn.Module) -> dict[str, float]:
+        ev = evaluate(model, self.cfg.env_id, self.episodes, self.seed0)
+        return {"return": ev.mean, "return_std": ev.std}
+
+    def compression_tasks(self, model: torch.nn.Module, make, *, joint: bool = False, names=None) -> dict:
+        return adapter.compression_tasks(model, make, joint=joint, names=names)
+
+    def example_input(self, batch_size: int = 1) -> torch.Tensor:
+        return torch.zeros(batch_size, make_network(self.cfg)[0].in_features)

@@ -9,7 +9,7 @@ Costs reported (measured, noisy on a shared machine):
 - ``peak_rss_mb``: the process's resident-set high-water mark (``getrusage(RUSAGE_SELF).ru_maxrss``) read at
   the end of the evaluation. It is a property of the whole process, not of the evaluation alone: it includes
   the interpreter, torch and anything allocated before. To attribute it to one evaluation, run that evaluation
-  alone in a fresh process (``experiments/rl_costs.py`` does).
+  alone in a fresh process (``experiments/rl/costs.py`` does).
 """
 from __future__ import annotations
 

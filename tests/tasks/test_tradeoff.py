@@ -5,8 +5,8 @@ import json
 import pytest
 
 import lc
-from experiments import tradeoff
-from experiments.families import FAMILIES
+from experiments import sweep, tradeoff
+from experiments.schemes import FAMILIES
 from tasks.classification import Classification, TaskConfig
 
 TINY = ["--families", "pruning", "--values", "pruning=0.05,0.2", "--steps", "2", "--ref-epochs", "2",
@@ -60,8 +60,8 @@ def test_writes_rows_csv_jsonl_and_png(swept):
 def test_resume_skips_finished_runs_and_extends(swept, monkeypatch):
     tmp, rows = swept
     calls = []
-    real = tradeoff._one_run
-    monkeypatch.setattr(tradeoff, "_one_run", lambda *a: calls.append(a[4]) or real(*a))
+    real = sweep._one_run
+    monkeypatch.setattr(sweep, "_one_run", lambda *a: calls.append(a[4]) or real(*a))
     again = run(tmp, "--values", "pruning=0.05,0.2,0.1")
     assert calls == [0.1]                                     # only the new value ran
     assert again[:2] == rows and len(again) == 3
@@ -73,12 +73,12 @@ def test_resume_continues_an_interrupted_run(tmp_path, monkeypatch):
         if record.step == 2:               # killed before step 2 is checkpointed: step 1 is the last on disk
             raise KeyboardInterrupt
     real = lc.Algorithm
-    monkeypatch.setattr(tradeoff.lc, "Algorithm",
+    monkeypatch.setattr(sweep.lc, "Algorithm",
                         lambda *a, callbacks=(), **k: real(*a, callbacks=[*callbacks, stop_after_step_1], **k))
     with pytest.raises(KeyboardInterrupt):
         run(tmp_path, "--values", "pruning=0.05")
     (ck,) = (tmp_path / "out" / "checkpoints").iterdir()
-    monkeypatch.setattr(tradeoff.lc, "Algorithm", real)
+    monkeypatch.setattr(sweep.lc, "Algorithm", real)
     steps = []
     monkeypatch.setattr(tradeoff.Classification, "l_step",
                         lambda self, teacher=None: lambda model, pen, j: steps.append(j))
@@ -117,7 +117,7 @@ def test_config_files_toml_and_json(tmp_path):
     with pytest.raises(lc.CompressionError, match=r"\['stepz', 'task.lrr'\]"):
         tradeoff.load_config(["--config", str(tmp_path / "bad.toml")])
     with pytest.raises(lc.CompressionError, match="unknown families"):
-        tradeoff._families(tradeoff.load_config(["--families", "pruning", "hashing"]))
+        sweep._families(tradeoff.load_config(["--families", "pruning", "hashing"]))
 
 
 def test_every_shipped_config_loads():

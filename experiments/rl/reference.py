@@ -1,26 +1,32 @@
 """Train (or load from the cache) the double-DQN reference of one environment and report its test return.
 
-    python -m experiments.rl_reference [--env lunarlander] [--episodes 100] [--log runs/rl/reference.log]
+    python -m experiments.rl.reference [--env lunarlander] [--episodes 100] [--log runs/rl/reference.log]
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
+import sys
+from dataclasses import dataclass
 
 import torch
 
 from tasks import qnetwork as qn
 
-CONFIGS = {"cartpole": qn.CartPoleConfig, "lunarlander": qn.LunarLanderConfig}
+from .. import cli
+from ..cli import option
+from .common import ENVS as CONFIGS
+
+
+@dataclass
+class Config:
+    env: str = option("lunarlander", "environment", choices=tuple(sorted(CONFIGS)))
+    episodes: int = option(100, "test episodes (seeds 10000, 10001, …)")
+    log: str | None = option(None, "also log progress to this file")
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--env", choices=sorted(CONFIGS), default="lunarlander")
-    ap.add_argument("--episodes", type=int, default=100, help="test episodes (seeds 10000, 10001, …)")
-    ap.add_argument("--log", default=None, help="also log progress to this file")
-    args = ap.parse_args(argv)
+    args = cli.parse(Config, argv, prog="python -m experiments.rl.reference", description=__doc__)
     handlers = [logging.StreamHandler()] + ([logging.FileHandler(args.log)] if args.log else [])
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", handlers=handlers)
     torch.set_num_threads(1)
@@ -31,4 +37,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(cli.console(main))

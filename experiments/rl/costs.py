@@ -1,7 +1,7 @@
 """Study 4: return vs measured evaluation cost — wall time per transition, CPU time and peak RSS — of the
-networks of study 3 (``experiments.rl_tradeoff`` saves them in its nets/ folder).
+networks of study 3 (``experiments.rl.tradeoff`` saves them in its nets/ folder).
 
-    python -m experiments.rl_costs [--tradeoff results/rl/tradeoff …] [--episodes 100] [--out results/rl/costs]
+    python -m experiments.rl.costs [--tradeoff results/rl/tradeoff …] [--episodes 100] [--out results/rl/costs]
 
 Each network is evaluated alone in a fresh Python process (so that its peak RSS belongs to that evaluation:
 interpreter + torch + gymnasium + network + episodes), the reference first and last. The networks are the dense
@@ -15,10 +15,10 @@ Writes rows.csv / rows.jsonl and costs.png.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -28,11 +28,25 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 import lc  # noqa: E402
+from lc._io import write_atomic  # noqa: E402
 from lc.export import SparseLinear  # noqa: E402
-
 from tasks import qnetwork as qn  # noqa: E402
 
-from . import rl_common as rc  # noqa: E402
+from .. import cli  # noqa: E402
+from ..cli import option  # noqa: E402
+from ..plot import save_figure  # noqa: E402
+from . import common as rc  # noqa: E402
+
+
+@dataclass
+class Config(rc.Common):
+    """Study 4's settings (every field a flag and a key of a --config file)."""
+
+    tradeoff: list[str] = option(["results/rl/tradeoff"], "output folder(s) of experiments.rl.tradeoff")
+    export: bool = option(False, "also evaluate each network that has an lc.save artifact as lc.export makes it")
+    one: str | None = option(None, "evaluate this one network in this process and print its row (internal)",
+                             hidden=True)
+    out: str = option("results/rl/costs", "output directory", directory=True)
 
 
 def one(env: str, net_path: str, episodes: int) -> dict:
@@ -50,34 +64,27 @@ def one(env: str, net_path: str, episodes: int) -> dict:
 
 
 def measure(env: str, net_path: str, episodes: int) -> dict:
-    cmd = [sys.executable, "-m", "experiments.rl_costs", "--env", env, "--one", net_path,
+    cmd = [sys.executable, "-m", "experiments.rl.costs", "--env", env, "--one", net_path,
            "--episodes", str(episodes)]
     res = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    rc.common_args(ap)
-    ap.add_argument("--tradeoff", nargs="+", default=["results/rl/tradeoff"],
-                    help="output folder(s) of experiments.rl_tradeoff")
-    ap.add_argument("--export", action="store_true",
-                    help="also evaluate each network that has an lc.save artifact as lc.export makes it")
-    ap.add_argument("--one", help=argparse.SUPPRESS)
-    ap.add_argument("--out", default="results/rl/costs")
-    args = ap.parse_args(argv)
+    args = cli.parse(Config, argv, prog="python -m experiments.rl.costs", description=__doc__)
     if args.one:
         print(json.dumps(one(args.env, args.one, args.episodes)))
         return
     out = Path(args.out)
     src = [(Path(d), r) for d in args.tradeoff for r in rc.read_rows(Path(d)) if r.get("net")]
     if not src:
-        raise lc.CompressionError(f"no networks in {' '.join(args.tradeoff)}: run experiments.rl_tradeoff "
+        raise lc.CompressionError(f"no networks in {' '.join(args.tradeoff)}: run experiments.rl.tradeoff "
                                   "first (its rows.jsonl lists them)")
     rows = []
     out.mkdir(parents=True, exist_ok=True)       # the reference network alone, loaded like the others (its cache
     reference = out / "reference.pt"             # file also holds the replay buffer, which would count in RSS)
-    torch.save(rc.reference(args.env).network().state_dict(), reference)
+    state = rc.reference(args.env).network().state_dict()
+    write_atomic(reference, lambda f: torch.save(state, f), what="the reference network")
     refs = [measure(args.env, str(reference), args.episodes)]
     forms = [("dense", "net")] + [("exported", "artifact")] * args.export
     for d, r in src:
@@ -121,8 +128,8 @@ def plot(rows, path):
     axes[1].set(xlabel="peak RSS of the evaluation process (MiB, measured)")
     axes[1].legend(fontsize=6, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(cli.console(main))

@@ -3,9 +3,9 @@ Guggilla et al. 2023 — compress the target at intervals; compress the primary 
 target — against LC (online L step; the offline L step uses no environment steps and is drawn as a line), and
 against 32-32 and 16-16 networks trained from scratch. Fine-tuning and LC get the same environment steps.
 
-    python -m experiments.rl_finetune                             # LunarLander-v3, pruning to 10% of weights
-    python -m experiments.rl_finetune --scheme quantization=4
-    python -m experiments.rl_finetune --env cartpole --lc-steps 3 --scratch-steps 3000 --episodes 5 \\
+    python -m experiments.rl.finetune                             # LunarLander-v3, pruning to 10% of weights
+    python -m experiments.rl.finetune --scheme quantization=4
+    python -m experiments.rl.finetune --env cartpole --lc-steps 3 --scratch-steps 3000 --episodes 5 \\
         --out /tmp/rl_finetune                                    # smoke test
 
 Writes curves.csv (method, env_steps, mean, std: model-selection seeds, --eval-episodes each), rows.csv (final
@@ -13,9 +13,9 @@ networks on --episodes test episodes) and finetune.png to --out.
 """
 from __future__ import annotations
 
-import argparse
-import csv
+import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -26,33 +26,40 @@ import torch  # noqa: E402
 
 from tasks import qnetwork as qn  # noqa: E402
 
-from . import rl_common as rc  # noqa: E402
+from .. import cli  # noqa: E402
+from ..cli import option  # noqa: E402
+from ..plot import save_figure  # noqa: E402
+from ..schemes import parse_scheme  # noqa: E402
+from . import common as rc  # noqa: E402
 
 METHODS = ("finetune-target", "finetune-primary", "lc-online", "lc-offline", "scratch-32-32", "scratch-16-16")
 
 
+@dataclass
+class Config(rc.Common):
+    """Study 2's settings (every field a flag and a key of a --config file)."""
+
+    scheme: str = option("pruning=0.1", "FAMILY=VALUE, see experiments.schemes.parse_scheme")
+    methods: list[str] = option(list(METHODS), "methods", choices=METHODS)
+    lc_steps: int = option(16, "LC steps; fine-tuning gets as many env steps")
+    mu0: float = option(1e-3, "μ₀ of the schedule μ_j = μ₀ · a^j")
+    multiplier: float = option(1.5, "a of the schedule μ_j = μ₀ · a^j")
+    interval: int = option(1_000, "fine-tuning: env steps between compressions")
+    scratch_steps: int = option(300_000, "env steps of the from-scratch networks")
+    eval_every: int | None = option(None, "env steps between curve points (default: the config's lc_steps)")
+    eval_episodes: int = option(10, "validation episodes of each curve point")
+    seed: int = option(0, "seed of the L step and of the fine-tuning")
+    out: str = option("results/rl/finetune", "output directory", directory=True)
+
+
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    rc.common_args(ap)
-    ap.add_argument("--scheme", default="pruning=0.1", help="FAMILY=VALUE, see rl_common.parse_scheme")
-    ap.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
-    ap.add_argument("--lc-steps", type=int, default=16, help="LC steps; fine-tuning gets as many env steps")
-    ap.add_argument("--mu0", type=float, default=1e-3)
-    ap.add_argument("--multiplier", type=float, default=1.5)
-    ap.add_argument("--interval", type=int, default=1_000, help="fine-tuning: env steps between compressions")
-    ap.add_argument("--scratch-steps", type=int, default=300_000, help="env steps of the from-scratch networks")
-    ap.add_argument("--eval-every", type=int, default=None, help="env steps between curve points "
-                    "(default: the config's lc_steps)")
-    ap.add_argument("--eval-episodes", type=int, default=10)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default="results/rl/finetune")
-    args = ap.parse_args(argv)
+    args = cli.parse(Config, argv, prog="python -m experiments.rl.finetune", description=__doc__)
+    scheme = parse_scheme(args.scheme)
     out = Path(args.out)
     rc.setup_logging(out)
     torch.set_num_threads(args.threads)
     ref = rc.reference(args.env)
     cfg = ref.cfg
-    scheme = rc.parse_scheme(args.scheme)
     budget = args.lc_steps * cfg.lc_steps
     every = args.eval_every or cfg.lc_steps
     curves, finals = [], []
@@ -95,10 +102,7 @@ def main(argv=None):
 
 
 def _write(out, curves, finals):
-    with open(out / "curves.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, ["method", "env_steps", "mean", "std"])
-        w.writeheader()
-        w.writerows(curves)
+    rc.write_rows(curves, out, "curves")
     rc.write_rows(finals, out)
 
 
@@ -116,8 +120,8 @@ def plot(curves, finals, scheme, env_id, path):
            title=f"{env_id}: fine-tuning vs LC vs small networks ({scheme})")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(cli.console(main))

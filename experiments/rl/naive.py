@@ -3,14 +3,15 @@ the fraction of weights pruned (0–0.9), and vs rank reduction of the hidden la
 which layer k-quantization hurts: each weight matrix quantized alone (one codebook of k values; the output layer
 also with one codebook per row), then all together (``--quantize``, rows of family ``quantization-layer``).
 
-    python -m experiments.rl_naive [--env lunarlander] [--episodes 100] [--out results/rl/naive]
-    python -m experiments.rl_naive --env cartpole --episodes 5 --out /tmp/naive      # smoke test, seconds
+    python -m experiments.rl.naive [--env lunarlander] [--episodes 100] [--out results/rl/naive]
+    python -m experiments.rl.naive --env cartpole --episodes 5 --out /tmp/naive      # smoke test, seconds
 
 Writes rows.csv / rows.jsonl (one row per compressed network) and naive.png to --out.
 """
 from __future__ import annotations
 
-import argparse
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -22,35 +23,40 @@ from tqdm.auto import tqdm  # noqa: E402
 
 from lc import Param  # noqa: E402
 from tasks import qnetwork as qn  # noqa: E402
+from tasks.adapter import weight_names  # noqa: E402
 
-from . import rl_common as rc  # noqa: E402
+from .. import cli  # noqa: E402
+from ..cli import option  # noqa: E402
+from ..plot import save_figure  # noqa: E402
+from ..schemes import Family, Scheme, family, quantized  # noqa: E402
+from . import common as rc  # noqa: E402
 
 PRUNED = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 RANK_FRACTIONS = (0.75, 0.5, 0.375, 0.25, 0.125)          # full rank is the reference (pruned = 0)
 
 
+@dataclass
+class Config(rc.Common):
+    """Study 1's settings (every field a flag and a key of a --config file)."""
+
+    pruned: list[float] = option(list(PRUNED), "fractions of weights pruned")
+    ranks: list[float] = option(list(RANK_FRACTIONS), "rank fractions: each matrix at rank ⌈f · min(m, n)⌉")
+    quantize: list[int] = option([4, 8], "codebook sizes k of the per-layer quantization rows (none: skip them)",
+                                 nargs="*")
+    out: str = option("results/rl/naive", "output directory", directory=True)
+
+
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    rc.common_args(ap)
-    ap.add_argument("--pruned", type=float, nargs="+", default=PRUNED, help="fractions of weights pruned")
-    ap.add_argument("--ranks", type=float, nargs="+", default=RANK_FRACTIONS,
-                    help="rank fractions: each matrix at rank ⌈f · min(m, n)⌉")
-    ap.add_argument("--quantize", type=int, nargs="*", default=(4, 8), help="codebook sizes k of the per-layer "
-                    "quantization rows (none: skip them)")
-    ap.add_argument("--out", default="results/rl/naive")
-    args = ap.parse_args(argv)
+    args = cli.parse(Config, argv, prog="python -m experiments.rl.naive", description=__doc__)
     out = Path(args.out)
     rc.setup_logging(out)
     torch.set_num_threads(args.threads)
     ref = rc.reference(args.env)
-    schemes = [rc.pruning(1 - p) for p in args.pruned]
-    schemes += [rc.low_rank(f, layers) for layers in ("hidden", "all") for f in args.ranks]
+    schemes = [Scheme(family("pruning"), 1 - p) for p in args.pruned]
+    schemes += [Scheme(family(f"low-rank-{layers}"), f) for layers in ("hidden", "all") for f in args.ranks]
     schemes += [s for k in args.quantize for s in layer_quantization(ref.network(), k)]
-    skipped = sorted({s.family for s in schemes if not s.available()})
-    if skipped:
-        print(f"skipped (this lc lacks their compression): {skipped}")
     rows = []
-    for s in tqdm([s for s in schemes if s.available()], desc="naive"):
+    for s in tqdm(schemes, desc="naive"):
         net, compressed = rc.naive(ref, s)
         ratio = compressed.ratio(net)
         ev = qn.evaluate(net, ref.cfg.env_id, args.episodes)
@@ -63,14 +69,14 @@ def main(argv=None):
     plot(rows, out / "naive.png")
 
 
-def layer_quantization(net: torch.nn.Module, k: int) -> list[rc.Scheme]:
+def layer_quantization(net: torch.nn.Module, k: int) -> list[Scheme]:
     """k-quantization of each weight matrix alone, of the output layer with one codebook per row, and of all
     matrices (one codebook each); ``layers`` names what is quantized."""
-    names = rc.weight_names(net)
-    variants = [(n, {Param(n): rc.quantized(k)}) for n in names]
-    variants += [(f"{names[-1]} per row", {Param(names[-1]): rc.quantized(k, per_row=True)}), ("all", None)]
-    return [rc.Scheme("quantization-layer", k, (lambda net, t=t: t) if t else rc.quantization(k).tasks,
-                      ("AdaptiveQuantization",), label) for label, t in variants]
+    names = weight_names(net)
+    variants = [(n, {Param(n): quantized(k)}) for n in names]
+    variants += [(f"{names[-1]} per row", {Param(names[-1]): quantized(k, per_row=True)}), ("all", None)]
+    return [Scheme(Family("quantization-layer", "k", (k,), build=(lambda net, v, t=t: t) if t else
+                          family("quantization").tasks, integer=True), k, label) for label, t in variants]
 
 
 def plot(rows, path):
@@ -90,8 +96,8 @@ def plot(rows, path):
     if axes[1].lines:
         axes[1].legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(cli.console(main))

@@ -2,12 +2,12 @@
 on evaluated three ways: the per-step validation return LC itself computes (``--eval-episodes``, model-selection
 seeds), ``--rescore-episodes`` further validation episodes (the seeds after those), and the test episodes. Per
 seed it prints the test return of the step each protocol picks: the best per-step validation return
-(``--candidates 1`` of rl_tradeoff), the best rescore among the ``--candidates`` best of those (rl_tradeoff's
+(``--candidates 1`` of experiments.rl.tradeoff), the best rescore among the ``--candidates`` best of those (its
 default), and the best test return of any step (an oracle no protocol may use: the bound that selection alone
 can reach).
 
-    python -m experiments.rl_selection --schemes quantization=4 --seeds 3 4      # about 6 min per seed
-    python -m experiments.rl_selection --env cartpole --schemes pruning=0.2 --seeds 0 --steps 3 --from 0 \\
+    python -m experiments.rl.selection --schemes quantization=4 --seeds 3 4      # about 6 min per seed
+    python -m experiments.rl.selection --env cartpole --schemes pruning=0.2 --seeds 0 --steps 3 --from 0 \\
         --episodes 5 --eval-episodes 3 --rescore-episodes 3 --out /tmp/sel                    # smoke test
 
 Writes rows.csv / rows.jsonl (one row per seed) and steps/rows.csv, steps/rows.jsonl (one per seed and step)
@@ -15,15 +15,37 @@ to --out.
 """
 from __future__ import annotations
 
-import argparse
 import copy
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from tasks import qnetwork as qn
 
-from . import rl_common as rc
+from .. import cli
+from ..cli import option
+from ..schemes import parse_scheme
+from . import common as rc
+
+
+@dataclass
+class Config(rc.Common):
+    """The selection study's settings (every field a flag and a key of a --config file)."""
+
+    schemes: list[str] = option(["quantization=4"], "FAMILY=VALUE, see experiments.schemes.parse_scheme")
+    seeds: list[int] = option([3, 4], "seeds of the L step")
+    steps: int = option(30, "LC steps (length of the μ schedule)")
+    mu0: float = option(1e-3, "μ₀ of the schedule μ_j = μ₀ · a^j")
+    multiplier: float = option(1.25, "a of the schedule μ_j = μ₀ · a^j")
+    eval_episodes: int = option(20, "validation episodes of the per-step LC evaluation")
+    rescore_episodes: int = option(100, "further validation episodes of each step")
+    candidates: int = option(5, "the steps with the best validation returns rescored")
+    first: int = option(18, "first step evaluated (earlier steps of the hard schemes are far below the later ones: "
+                            "never picked, and slow to evaluate)", flags=("--from",))
+    set: list[str] = option([], "L-step overrides, as experiments.rl.tradeoff", metavar="FIELD=VALUE")
+    out: str = option("results/rl/selection", "output directory", directory=True)
 
 
 def choices(steps: list[dict], candidates: int) -> dict:
@@ -37,21 +59,8 @@ def choices(steps: list[dict], candidates: int) -> dict:
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    rc.common_args(ap)
-    ap.add_argument("--schemes", nargs="+", default=["quantization=4"], help="FAMILY=VALUE, see rl_common")
-    ap.add_argument("--seeds", type=int, nargs="+", default=(3, 4))
-    ap.add_argument("--steps", type=int, default=30)
-    ap.add_argument("--mu0", type=float, default=1e-3)
-    ap.add_argument("--multiplier", type=float, default=1.25)
-    ap.add_argument("--eval-episodes", type=int, default=20)
-    ap.add_argument("--rescore-episodes", type=int, default=100)
-    ap.add_argument("--candidates", type=int, default=5)
-    ap.add_argument("--from", dest="first", type=int, default=18, help="first step evaluated (earlier steps of "
-                    "the hard schemes are far below the later ones: never picked, and slow to evaluate)")
-    ap.add_argument("--set", nargs="+", default=[], metavar="FIELD=VALUE", help="L-step overrides, as rl_tradeoff")
-    ap.add_argument("--out", default="results/rl/selection")
-    args = ap.parse_args(argv)
+    args = cli.parse(Config, argv, prog="python -m experiments.rl.selection", description=__doc__)
+    schemes = [parse_scheme(text) for text in args.schemes]
     out = Path(args.out)
     rc.setup_logging(out)
     torch.set_num_threads(args.threads)
@@ -59,8 +68,7 @@ def main(argv=None):
     ref = rc.reference(args.env)
     env = ref.cfg.env_id
     steps, rows = [], []
-    for text in args.schemes:
-        scheme = rc.parse_scheme(text)
+    for scheme in schemes:
         for seed in args.seeds:
             kept = []
 
@@ -86,4 +94,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(cli.console(main))

@@ -1,0 +1,204 @@
+"""The compression families of every sweep (the classification tradeoff job and the Q-network studies): one small
+declarative entry each, in one registry.
+
+A family is one curve: a scheme (which weights, grouped how, compressed by what) with one swept parameter.
+``make(value, shapes)`` returns the ``compression_tasks`` value — a ``(View, Compression)`` pair or a list of pairs
+(an additive combination) — for one task over tensors of ``shapes``; ``joint`` makes one task over all the weights
+(one shared budget or codebook), else every weight is its own task; ``names`` (model → weight names) leaves layers
+out. A family whose tasks are not of that form gives ``build(model, value)`` instead. A :class:`Scheme` is one point
+of a curve: a family at one value.
+
+To add a family, add an entry to :data:`FAMILIES`::
+
+    Family("ternary", "-", (1,), lambda v, shapes: (AsVector, lc.ScaledTernaryQuantization())),
+"""
+from __future__ import annotations
+
+import functools
+import math
+import re
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from torch import nn
+
+import lc
+from lc import AsIs, AsVector
+from tasks.adapter import compression_tasks, weight_names
+
+__all__ = ["Family", "Scheme", "FAMILIES", "family", "parse_scheme", "rank_of", "kappa_of", "quantized"]
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    parameter: str                          # what the swept value is ("k", "kept fraction", "alpha", …)
+    values: tuple                           # default values swept
+    make: Callable[[Any, list], Any] | None = None   # (value, shapes) → (View, Compression) or a list of them
+    joint: bool = False                     # one task over all weights (True) or one task per weight (False)
+    mu0: float | None = None                # the family's own μ₀ (default: the sweep's)
+    names: Callable[[nn.Module], list[str]] | None = None   # model → the weight names (default: every linear/conv)
+    build: Callable[[nn.Module, Any], dict] | None = None   # (model, value) → compression_tasks, instead of make
+    integer: bool = False                   # the value is an integer (k, bits): parse_scheme reads it as one
+    description: str = ""
+
+    def tasks(self, model: nn.Module, value, build_tasks: Callable[..., dict] = compression_tasks) -> dict:
+        """``compression_tasks`` of this family at ``value`` for ``model`` (weights named by string, so that it
+        applies to any copy of the model), built by ``build_tasks(model, make, joint=…, names=…)`` (an adapter's
+        ``compression_tasks``; default :func:`tasks.adapter.compression_tasks`)."""
+        if self.build is not None:
+            return self.build(model, value)
+        return build_tasks(model, lambda shapes: self.make(value, shapes), joint=self.joint,
+                           names=self.names(model) if self.names else None)
+
+
+@dataclass(frozen=True)
+class Scheme:
+    """One point of a tradeoff curve: ``family`` at ``value``; ``layers`` labels which weights, where a study's
+    rows leave that open (the Q-network study's per-layer rows)."""
+
+    of: Family
+    value: float
+    layers: str = ""
+
+    @property
+    def family(self) -> str:
+        return self.of.name
+
+    @property
+    def name(self) -> str:
+        return f"{self.family}={self.value:g}"
+
+    def tasks(self, model: nn.Module) -> dict:
+        return self.of.tasks(model, self.value)
+
+
+# ---------------------------------------------------------------------------------------------- sizes
+def _size(shapes) -> int:
+    return sum(math.prod(s) for s in shapes)
+
+
+def kappa_of(fraction: float, shapes) -> int:
+    """Weights kept by a kept ``fraction`` of the tensors of ``shapes``: round(fraction · size), at least 1."""
+    return max(1, round(fraction * _size(shapes)))
+
+
+def rank_of(fraction: float, shape, *, rounding: str) -> int:
+    """The rank of a matrix of ``shape`` (a kernel as out × in·k·k) at ``fraction`` of its full rank
+    r = min(m, n): ``rounding="round"`` gives round(fraction · r) (the classification families, whose documented
+    results were made so), ``"ceil"`` gives ⌈fraction · r⌉ below full rank (the Q-network study's, as its docs
+    say; lc.LowRank refuses a rank that compresses nothing). At least 1 either way."""
+    full = min(shape[0], math.prod(shape[1:]))
+    if rounding == "round":
+        return max(1, round(fraction * full))
+    if rounding == "ceil":
+        return min(max(1, math.ceil(fraction * full)), full - 1)
+    raise lc.CompressionError(f"rank_of: rounding={rounding!r}; use 'round' or 'ceil'")
+
+
+@functools.cache
+def _budget(ratio: float):
+    """One budget object per target: the layers of a run share it (budgets compare by identity)."""
+    return lc.RankBudget(ratio=ratio)
+
+
+def quantized(k: int, per_row: bool = False) -> tuple:
+    """The (view, compression) of one weight matrix on its own adaptive codebook of k values, or (``per_row``)
+    on one codebook per row."""
+    if per_row:
+        return AsIs, lc.AdaptiveQuantization(k=k, per_channel=True)
+    return AsVector, lc.AdaptiveQuantization(k=k)
+
+
+def _output_rows(model: nn.Module, k) -> dict:
+    names = weight_names(model)
+    return {lc.Param(n): quantized(k, per_row=n == names[-1]) for n in names}
+
+
+def _one(shapes):
+    (shape,) = shapes
+    return shape
+
+
+# ---------------------------------------------------------------------------------------------- the registry
+FAMILIES: dict[str, Family] = {f.name: f for f in [
+    Family("quantization", "k", (2, 4, 8), lambda k, shapes: quantized(k), integer=True,
+           description="each weight tensor its own adaptive codebook of k entries"),
+    Family("quantization-outrows", "k", (4,), build=_output_rows, integer=True,
+           description="as quantization, but the output layer one codebook of k entries per row (per action)"),
+    Family("pruning", "kept fraction", (0.01, 0.02, 0.05, 0.1),
+           lambda f, shapes: (AsVector, lc.ConstraintL0Pruning(kappa=kappa_of(f, shapes))), joint=True,
+           description="ℓ0 constraint over all weights together: keep a fraction of them"),
+    Family("rank", "alpha", (1e-5, 3e-5, 1e-4),
+           lambda a, shapes: (AsIs, lc.RankSelection(alpha=a, criterion="storage")), mu0=1e-3,
+           description="each weight matrix its own rank, chosen by α × storage"),
+    Family("rank-flops", "alpha", (1e-5, 3e-5, 1e-4),
+           lambda a, shapes: (AsIs, lc.RankSelection(alpha=a, criterion="flops")), mu0=1e-3,
+           description="each weight matrix its own rank, chosen by α × FLOPs"),
+    Family("rank-budget", "target ratio", (2, 5, 10),
+           lambda ratio, shapes: (AsIs, lc.RankSelection(budget=_budget(ratio))), mu0=1e-3,
+           description="ranks of all weight matrices chosen together to meet a storage compression ratio"),
+    Family("low-rank", "rank fraction", (0.2, 0.5),
+           lambda f, shapes: (AsIs, lc.LowRank(target_rank=rank_of(f, _one(shapes), rounding="round"))), mu0=1e-3,
+           description="each weight matrix at rank round(fraction · min(m, n))"),
+    Family("low-rank-hidden", "rank fraction", (0.25, 0.5),
+           lambda f, shapes: (AsIs, lc.LowRank(target_rank=rank_of(f, _one(shapes), rounding="ceil"))),
+           names=lambda model: weight_names(model)[1:-1],
+           description="the hidden-to-hidden matrices (not the input and output layers) at rank "
+                       "⌈fraction · min(m, n)⌉"),
+    Family("low-rank-all", "rank fraction", (0.25, 0.5),
+           lambda f, shapes: (AsIs, lc.LowRank(target_rank=rank_of(f, _one(shapes), rounding="ceil"))),
+           description="every weight matrix at rank ⌈fraction · min(m, n)⌉"),
+    Family("binary", "-", (1,), lambda v, shapes: (AsVector, lc.ScaledBinaryQuantization()),
+           description="each tensor in {−a, a}"),
+    Family("ternary", "-", (1,), lambda v, shapes: (AsVector, lc.ScaledTernaryQuantization()),
+           description="each tensor in {−a, 0, a}"),
+    Family("affine", "bits", (2, 4, 8), lambda b, shapes: (AsVector, lc.AffineQuantization(bits=b)), integer=True,
+           description="each tensor on a uniform grid of 2^bits levels"),
+    Family("prune+quant", "kept fraction", (0.01, 0.02),
+           lambda f, shapes: [(AsVector, lc.ConstraintL0Pruning(kappa=kappa_of(f, shapes))),
+                              (AsVector, lc.AdaptiveQuantization(k=2))],
+           description="additive: each tensor quantized (k=2) plus a sparse correction of a fraction of weights"),
+    Family("quant2+sparse", "kept fraction", (0.05,),
+           lambda f, shapes: [(AsVector, lc.AdaptiveQuantization(k=2)),
+                              (AsVector, lc.ConstraintL0Pruning(kappa=kappa_of(f, shapes)))],
+           description="additive, the Q-network study's order of the terms: each tensor quantized (k=2) plus a "
+                       "sparse correction of a fraction of its weights"),
+    Family("lowrank+sparse", "kept fraction", (0.01, 0.02),
+           lambda f, shapes: [(AsIs, lc.LowRank(target_rank=rank_of(0.05, _one(shapes), rounding="round"))),
+                              (AsVector, lc.ConstraintL0Pruning(kappa=kappa_of(f, shapes)))], mu0=1e-3,
+           description="additive: each matrix at 5% rank plus a sparse correction of a fraction of weights"),
+]}
+
+_PRUNED_QUANT = re.compile(r"pruned-quant(\d+)")
+
+
+def family(name: str) -> Family:
+    """The family called ``name``: an entry of :data:`FAMILIES`, or ``pruned-quantK`` (pruning and quantization at
+    once over all weights together: keep a fraction, their values from one learned codebook of K entries)."""
+    if name in FAMILIES:
+        return FAMILIES[name]
+    m = _PRUNED_QUANT.fullmatch(name)
+    if m and int(m[1]) >= 1:
+        k = int(m[1])
+        return Family(name, "kept fraction", (0.25,), lambda f, shapes: (AsVector, lc.PrunedQuantization(
+            kappa=kappa_of(f, shapes), k=k)), joint=True,
+            description=f"keep a fraction of all weights together, their values from one codebook of {k} entries")
+    raise lc.CompressionError(f"unknown family {name!r}; choose among {', '.join(FAMILIES)}, or pruned-quantK "
+                              "(K the codebook size)")
+
+
+def parse_scheme(text: str) -> Scheme:
+    """'quantization=4', 'pruning=0.1', 'low-rank-hidden=0.25', 'low-rank-all=0.5', 'quant2+sparse=0.02',
+    'quantization-outrows=4' (the output layer one codebook per row), 'pruned-quant16=0.1' (keep 10%, values
+    from one 16-entry codebook; any k: 'pruned-quantK=KEEP'); any family of :data:`FAMILIES`."""
+    name, _, value = text.partition("=")
+    try:
+        fam = family(name)
+        number = float(value)
+    except (lc.CompressionError, ValueError):
+        raise lc.CompressionError(f"scheme {text!r}: write FAMILY=VALUE (a number) with FAMILY one of "
+                                  f"{', '.join(FAMILIES)} or pruned-quantK (K the codebook size)") from None
+    if fam.integer and number != int(number):
+        raise lc.CompressionError(f"scheme {text!r}: the {fam.parameter} of {name} is an integer")
+    return Scheme(fam, int(number) if fam.integer else number)
