@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import errno
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import BinaryIO, Callable
 
@@ -52,7 +52,7 @@ def write_atomic(path, write: Callable[[BinaryIO], None], *, replace: bool = Tru
                                "it first or choose another path")
     tmp = None
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        fd, tmp = _create_temp(path)
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -75,6 +75,17 @@ def write_atomic(path, write: Callable[[BinaryIO], None], *, replace: bool = Tru
                 os.unlink(tmp)
             except OSError:
                 pass
+
+
+def _create_temp(path: Path) -> tuple[int, str]:
+    """A new, unique temporary file beside ``path``, with the permissions the umask gives new files (0644 under
+    the usual umask, as a plain open would; ``tempfile.mkstemp`` would make it 0600)."""
+    while True:
+        tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), str(tmp)
+        except FileExistsError:
+            continue
 
 
 def write_bytes_atomic(path, data: bytes, **kwargs) -> bool:

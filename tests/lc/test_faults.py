@@ -141,21 +141,30 @@ def test_checkpoint_dir_that_is_a_file_or_not_writable(tmp_path, monkeypatch):
 
 def test_a_full_disk_at_a_checkpoint_keeps_the_previous_one(tmp_path, monkeypatch):
     algorithm = _algorithm(checkpoint_dir=tmp_path, mu_schedule=[1e-2, 2e-2, 4e-2])
-    real = _io.tempfile.mkstemp
+    real = _io._create_temp
     calls = []
 
-    def full(*a, **k):
+    def full(path):
         calls.append(1)
         if len(calls) == 2:
             raise OSError(errno.ENOSPC, "No space left on device")
-        return real(*a, **k)
+        return real(path)
 
-    monkeypatch.setattr(_io.tempfile, "mkstemp", full)
+    monkeypatch.setattr(_io, "_create_temp", full)
     with pytest.raises(lc.CompressionError, match="the disk is full"):
         algorithm.run()
     ck = _checkpoint.load(tmp_path / _checkpoint.FILENAME)
     assert [r["step"] for r in ck["history"]] == [0]
     assert sorted(os.listdir(tmp_path)) == [_checkpoint.FILENAME]          # no stray temporary file
+
+
+def test_files_get_the_permissions_of_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        _io.write_text_atomic(tmp_path / "a.txt", "x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o644
 
 
 @pytest.mark.parametrize("content", [[1, 2, 3], {"format": 2}])
