@@ -7,8 +7,8 @@ FLOPs ratios, and artifact sizes against nominal.
 Random weights and inputs (timing does not depend on the values); each compression's states come from direct
 compression Θ = Π(w) without training. "dense exported" is the uncompressed model through ``lc.export`` (batch
 norms folded, channels-last convs): it separates what export gains on its own from what compression gains.
-Unmarked rows are the default export given an example batch (``lc.export(..., example=x)``: it times slicing the
-batch, ``micro_batch="measure"``, and keeps slices only where measured faster); rows marked "mb 64" always run
+Unmarked rows are the export measured on an example batch (``lc.export(..., micro_batch="measure", example=x)``:
+it times slicing the batch and keeps slices only where measured faster); rows marked "mb 64" always run
 the batch in slices of 64 examples (``micro_batch=64``), rows marked "whole" never slice (``micro_batch=None``);
 each is compared ("vs dense exported") with the dense export made the same way. Compressions: low rank at ~4×
 fewer FLOPs (per layer r = ⌊mn / 4(m+n)⌋ on the layer's matrix), ℓ0 pruning keeping 5% of every layer,
@@ -120,7 +120,7 @@ def run(name: str, repeats: int, threads: int, batch: int, scheme: int, micro: i
     x1 = torch.zeros((1, *shape))
     example = torch.randn((batch, *shape), generator=torch.Generator().manual_seed(1))
     nothing = lc.Compressed((), ())
-    variants = {"": {"example": example}, f", mb {micro}": {"micro_batch": micro}, ", whole": {"micro_batch": None}}
+    variants = {"": {"example": example, "micro_batch": "measure"}, f", mb {micro}": {"micro_batch": micro}, ", whole": {"micro_batch": None}}
     models, rows, chosen = {"dense": dense}, [], {}
     for suffix, kw in variants.items():
         models["dense exported" + suffix] = lc.export(dense, nothing, **kw)
@@ -141,7 +141,7 @@ def run(name: str, repeats: int, threads: int, batch: int, scheme: int, micro: i
                 rows.append({**row, "compression": label + suffix, "baseline": "dense exported" + suffix})
     for label in ["dense exported", *runs]:
         m = models[label]
-        chosen[label] = f"slices of {m.size}" if isinstance(m, MicroBatched) else "whole batch"
+        chosen[label] = f"slices of {m.size}" if isinstance(m, MicroBatched) and m.size else "whole batch"
     t = measure.timings(models, shape, (1, batch), repeats=repeats, threads=threads)
     for row in rows:
         mine = t[row["compression"]]
@@ -165,7 +165,7 @@ def run(name: str, repeats: int, threads: int, batch: int, scheme: int, micro: i
         print(f"{r['compression']:<22}{r['flops_ratio']:>7.2f} | {r['cpu_b1']:>7.2f}{r[f'cpu_b{batch}']:>8.2f}"
               f"{r[f'cpu_b{batch}'] / r['flops_ratio']:>15.2f} | {r['wall_b1']:>7.2f}{r[f'wall_b{batch}']:>8.2f} | "
               f"{r['vs_export']:>8.2f} | {sizes}")
-    print("default export (micro_batch='measure' on the example batch) chose: "
+    print("measured export (micro_batch='measure' on the example batch) chose: "
           + "; ".join(f"{k}: {v}" for k, v in chosen.items()))
     return rows
 

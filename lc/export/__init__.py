@@ -17,11 +17,12 @@ measured on this project's CPU, see ``docs/artifacts.md``):
    (``torch.fx``; a model that cannot be traced keeps them).
 5. :func:`channels_last`: convolutions run channels-last (NHWC weights), measured faster for dense and
    factorised convs alike.
-6. :func:`micro_batches`: large batches run in slices (:class:`MicroBatched`), which helps where a whole batch's
-   activations do not fit in cache (ResNet20 at batch 256) and hurts where the GEMMs prefer the whole batch
-   (LeNet300), so ``micro_batch="measure"`` (the default) decides by timing on an ``example`` input: slices of
-   32, 64 or 128 examples are kept only if at least 10 % faster than the whole batch; without an example,
-   no slicing.
+6. :func:`micro_batches` (only when asked): large batches run in slices (:class:`MicroBatched`), which helps where
+   a whole batch's activations do not fit in cache (ResNet20 at batch 256) and hurts where the GEMMs prefer the
+   whole batch (LeNet300); ``micro_batch="measure"`` decides by timing on an ``example`` input: slices of 32, 64
+   or 128 examples are kept only if at least 10 % faster than the whole batch. The type of the result depends on
+   the arguments only: the model's own class with ``micro_batch=None`` (the default), a :class:`MicroBatched`
+   otherwise (whose ``size`` is None when the measurement kept whole batches).
 
 Everything else (quantized layers included) stays dense with Δ(Θ) in the weights' dtype. Int8 kernels are not
 used: they need int8 activations, which changes the outputs beyond float tolerance (the measurement is in the
@@ -63,7 +64,7 @@ class Context:
     batch_size: int = 256
     max_sparse_density: float = 0.25
     channels_last: bool | None = None
-    micro_batch: int | str | None = "measure"
+    micro_batch: int | str | None = None
     example: torch.Tensor | None = None
     replaced: set[str] = field(default_factory=set)
 
@@ -117,11 +118,12 @@ def channels_last(model: nn.Module, ctx: Context) -> nn.Module:
 
 
 def micro_batches(model: nn.Module, ctx: Context) -> nn.Module:
-    """The model wrapped in :class:`MicroBatched` (a number, or the fastest slice size measured on ``example``)."""
-    size = ctx.micro_batch
-    if size == "measure":
-        size = None if ctx.example is None else _fastest_slices(model, ctx.example)
-    return model if size is None else MicroBatched(model, size).eval()
+    """The model as it is (``micro_batch=None``), or wrapped in :class:`MicroBatched`: slices of a given number of
+    examples, or of the size measured fastest on ``example`` (None: whole batches were fastest)."""
+    if ctx.micro_batch is None:
+        return model
+    size = _fastest_slices(model, ctx.example) if ctx.micro_batch == "measure" else ctx.micro_batch
+    return MicroBatched(model, size).eval()
 
 
 PASSES: tuple[Callable[[nn.Module, Context], nn.Module], ...] = (
@@ -130,7 +132,7 @@ PASSES: tuple[Callable[[nn.Module, Context], nn.Module], ...] = (
 
 def export(model: nn.Module, compressed, *, sparse: str = "measure", batch_size: int = 256,
            max_sparse_density: float = 0.25, channels_last: bool | None = None,
-           micro_batch: int | str | None = "measure", example: torch.Tensor | None = None,
+           micro_batch: int | str | None = None, example: torch.Tensor | None = None,
            passes: Sequence[Callable[[nn.Module, Context], nn.Module]] = PASSES) -> nn.Module:
     """A plain ``nn.Module`` computing Δ(Θ) of ``compressed`` (an :class:`lc.Algorithm` after ``run()``, an
     :class:`lc.Compressed`, or what :func:`lc.load` returned; ``lc.Compressed.none()`` exports the dense model the
@@ -141,11 +143,12 @@ def export(model: nn.Module, compressed, *, sparse: str = "measure", batch_size:
     convolutions run in oneDNN's NHWC kernels and return NHWC outputs for NCHW inputs; measured 1.5× faster for
     the dense ResNet20 at batch 256 and needed for small-rank convolutions to run at speed.
 
-    ``micro_batch``: a number n: the result is a :class:`MicroBatched` that runs larger batches in slices of n
-    examples (for a single tensor input); None: never; ``"measure"`` (default): the exported model is timed on
-    ``example`` (an input batch like those it will serve, e.g. ``torch.randn(256, 3, 32, 32)``) whole and in
-    slices of 32, 64 and 128, and wrapped only if slicing is ≥ 10 % faster; with no ``example``, never.
-    Costs about 20 forward passes of the example at export time."""
+    ``micro_batch``: None (default): the result is the model's own class, batches run whole; a number n: a
+    :class:`MicroBatched` that runs larger batches in slices of n examples (for a single tensor input);
+    ``"measure"``: a :class:`MicroBatched` whose slice size is the fastest of 32, 64, 128 and whole batches
+    (``size=None``), timed on ``example`` (an input batch like those it will serve, e.g.
+    ``torch.randn(256, 3, 32, 32)``; required), slices kept only if ≥ 10 % faster. Costs about 20 forward passes
+    of the example at export time. The result's type depends on these arguments only, never on a timing."""
     if sparse not in ("measure", "never", "always"):
         raise CompressionError(f"export(sparse={sparse!r}): choose 'measure', 'never' or 'always'")
     if micro_batch not in (None, "measure") and (isinstance(micro_batch, bool) or not isinstance(micro_batch, int)
@@ -155,6 +158,9 @@ def export(model: nn.Module, compressed, *, sparse: str = "measure", batch_size:
     if example is not None and not (isinstance(example, torch.Tensor) and example.dim() >= 1):
         raise CompressionError(f"export(example=…): give an input batch tensor (batch first), not "
                                f"{type(example).__name__}")
+    if micro_batch == "measure" and example is None:
+        raise CompressionError("export(micro_batch='measure') times slices on an input batch: give example=x (a "
+                               "batch like those the model will serve), or micro_batch=None or a number")
     ctx = Context(Compressed.of(compressed), sparse, batch_size, max_sparse_density, channels_last, micro_batch,
                   example)
     out = copy.deepcopy(model)

@@ -35,15 +35,16 @@ class SparseLinear(nn.Module):
 
 class MicroBatched(nn.Module):
     """Runs ``module`` on slices of at most ``size`` examples (dimension 0 of a single tensor input) and concatenates
-    the outputs. The same outputs (in eval mode no layer mixes examples); faster for convolutional nets at large
-    batches because a slice's activations stay in cache (measured in ``docs/artifacts.md``)."""
+    the outputs; ``size=None`` runs every batch whole. The same outputs (in eval mode no layer mixes examples);
+    faster for convolutional nets at large batches because a slice's activations stay in cache (measured in
+    ``docs/artifacts.md``)."""
 
-    def __init__(self, module: nn.Module, size: int):
+    def __init__(self, module: nn.Module, size: int | None):
         super().__init__()
         self.module, self.size = module, size
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[0] <= self.size:
+        if self.size is None or x.shape[0] <= self.size:
             return self.module(x)
         return torch.cat([self.module(part) for part in x.split(self.size)])
 

@@ -100,16 +100,18 @@ def test_micro_batches_measured_on_the_example_or_not_at_all():
     model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 8, 3), nn.ReLU(),
                           nn.Flatten(), nn.Linear(8 * 6 * 6, 2))
     c = lc.Compressed.direct(model, {lc.Param("3.weight"): (lc.AsIs(scheme=2), lc.LowRank(target_rank=2))})
-    assert not isinstance(lc.export(model, c), MicroBatched)           # default, no example: whole
-    small = torch.randn(32, 3, 8, 8)                                             # no slice size below 32: whole
-    assert not isinstance(lc.export(model, c, example=small), MicroBatched)
     x = torch.randn(130, 3, 8, 8)
-    out = lc.export(model, c, example=x)                                         # sliced or not, by measurement
-    assert not isinstance(out, MicroBatched) or out.size in (32, 64, 128)
+    assert type(lc.export(model, c)) is nn.Sequential                             # default: the model's class
+    assert type(lc.export(model, c, example=x)) is nn.Sequential                 # an example alone changes nothing
+    small = torch.randn(32, 3, 8, 8)                                             # no slice size below 32: whole
+    assert lc.export(model, c, micro_batch="measure", example=small).size is None
+    out = lc.export(model, c, micro_batch="measure", example=x)                  # sliced or not, by measurement,
+    assert isinstance(out, MicroBatched) and out.size in (None, 32, 64, 128)   # always the same type
     _same_outputs(model, c, out, x)
     forced = lc.export(model, c, micro_batch=64, example=x)                      # a number is not measured
     assert isinstance(forced, MicroBatched) and forced.size == 64
-    assert not isinstance(lc.export(model, c, micro_batch=None, example=x), MicroBatched)
+    with pytest.raises(lc.CompressionError, match="micro_batch='measure'.*give example=x"):
+        lc.export(model, c, micro_batch="measure")
 
 
 @pytest.mark.parametrize("case", [c for c in CASES if len(c.shape) == 2], ids=lambda c: c.id)
@@ -230,3 +232,27 @@ def test_a_handler_registered_for_a_compression_type_replaces_its_layers():
         _same_outputs(model, c, out, torch.randn(4, 40))
     finally:
         del _HANDLERS[Tagged]
+
+
+def test_folding_batch_norms_keeps_the_models_class_and_names():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.bn, self.fc = nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Linear(4 * 6 * 6, 2)
+            self.shared_bn = nn.BatchNorm1d(2)
+            self.again = self.shared_bn                     # one module under two names: not folded
+
+        def forward(self, x):
+            return self.again(self.fc(torch.relu(self.bn(self.conv(x))).flatten(1)))
+
+    torch.manual_seed(0)
+    model = Net()
+    for bn in (model.bn, model.shared_bn):
+        bn.running_mean.uniform_(-1, 1)
+        bn.running_var.uniform_(0.5, 2)
+    model.eval()
+    out = lc.export(model, lc.Compressed.none())
+    assert type(out) is Net and isinstance(out.bn, nn.Identity) and isinstance(out.again, nn.BatchNorm1d)
+    x = torch.randn(5, 3, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(out(x), model(x), rtol=1e-4, atol=1e-5)
