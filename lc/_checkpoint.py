@@ -51,6 +51,7 @@ def fingerprint(algorithm) -> str:
     steps = encode_all([t.step for t in algorithm.tasks], [f"task {t.name!r}" for t in algorithm.tasks])
     spec = {"tasks": [[t.name, list(t.param_names), s] for t, s in zip(algorithm.tasks, steps)],
             "mu": algorithm.mu_schedule, "multipliers": algorithm.multipliers, "tolerance": algorithm.tolerance,
+            **({"direct_mu": algorithm.direct_mu} if algorithm.direct_mu != algorithm.mu_schedule[0] else {}),
             "params": [[n, list(p.shape)] for n, p in algorithm.model.named_parameters()]}
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
 

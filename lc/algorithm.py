@@ -116,6 +116,10 @@ class Algorithm:
     - ``example_input``: an input batch for ``model`` (a tuple is passed as several arguments), needed only by
       compressions that ask for their layer's output size (``RankSelection(criterion="flops")``): the model is run
       on it once, in eval mode and without gradients, when the tasks are built.
+    - ``direct_mu``: the μ of the direct compression Θ = Π(w̄) (step 0). Default (None): μ₁, the first of the
+      schedule. ``0``: the limit μ → 0⁺, the LC papers' start, Θ = argmin α C(Θ): penalty forms start from
+      nothing kept (all pruned, rank 0) and grow what the loss needs as μ increases; constraint forms do not
+      depend on μ, so this changes nothing for them.
 
     After ``run()`` the model holds Δ(Θ); ``uncompressed`` holds w (by parameter name). If ``run()`` raises (an
     exception in the L step, Ctrl-C), calling it again resumes from the checkpoint when there is one, starts
@@ -125,8 +129,14 @@ class Algorithm:
     def __init__(self, model: torch.nn.Module, compression_tasks: Mapping, mu_schedule: Sequence[float],
                  l_step_optimization: Callable, evaluation_func: Callable | None = None, *,
                  multipliers: bool = True, tolerance: float = 1e-8, callbacks: Iterable[Callable] = (),
-                 checkpoint_dir: str | Path | None = None, example_input: Any = None):
+                 checkpoint_dir: str | Path | None = None, example_input: Any = None,
+                 direct_mu: float | None = None):
         self.mu_schedule = _check_schedule(mu_schedule)
+        if direct_mu is not None and (isinstance(direct_mu, bool) or not isinstance(direct_mu, numbers.Real)
+                                      or not 0 <= direct_mu <= self.mu_schedule[0]):
+            raise CompressionError(f"direct_mu={direct_mu!r} must be a number from 0 (the limit μ → 0⁺, the LC "
+                                   f"papers' start) to μ₁ = {self.mu_schedule[0]:g}, or None (μ₁)")
+        self.direct_mu = self.mu_schedule[0] if direct_mu is None else float(direct_mu)
         _check_callable(l_step_optimization, "l_step_optimization", "f(model, lc_penalty, step)", (None, None, 0))
         if evaluation_func is not None:
             _check_callable(evaluation_func, "evaluation_func", "f(model) (or None)", (None,))
@@ -188,7 +198,7 @@ class Algorithm:
             self.loop = loop
             self._set_deltas()
             return
-        self._record(step=0, mu=0.0, l_time=0.0, c_time=self._c_step(self.mu_schedule[0]))   # Θ = Π(w̄)
+        self._record(step=0, mu=0.0, l_time=0.0, c_time=self._c_step(self.direct_mu))         # Θ = Π(w̄)
 
     def _fresh(self) -> LoopState:
         return LoopState([None] * len(self.tasks), {n: torch.zeros_like(p) for n, p in self._named_params()})
@@ -210,7 +220,8 @@ class Algorithm:
             lam[n] = lam[n] - mu * (p.detach() - self._delta[n])                # λ ← λ − μ(w − Δ(Θ))
 
     def _shifted(self, task: Task, mu: float) -> list[torch.Tensor]:
-        ws = [w - self.loop.lam[n] / mu for n, w in zip(task.param_names, task.weights())]          # w − λ/μ
+        ws = task.weights() if mu == 0 else [w - self.loop.lam[n] / mu                              # w − λ/μ
+                                              for n, w in zip(task.param_names, task.weights())]
         if not all(bool(torch.isfinite(w).all()) for w in ws):
             raise CompressionError(f"task {task.name!r}: the weights hold NaN or inf at the C step with "
                                    f"μ={mu:g}: the L step diverged (lower its learning rate or the μ schedule)."

@@ -167,7 +167,11 @@ class RankSelection(_LowRankState):
 
     @staticmethod
     def choose(costs: torch.Tensor, errors: torch.Tensor, alpha: float, mu: float) -> int:
-        """The index of argmin α·C + μ/2·error (the cheapest one on ties)."""
+        """The index of argmin α·C + μ/2·error (the cheapest one on ties). μ = 0 is the limit μ → 0⁺: the least
+        error among the choices of least α·C (rank 0 for α > 0; the dense matrix for α = 0)."""
+        if mu == 0:
+            objective = alpha * costs
+            return int(torch.argmin(torch.where(objective == objective.min(), errors, torch.inf)))
         return int(torch.argmin(alpha * costs + mu / 2 * errors))
 
     def compress(self, w, mu, previous=None):
@@ -211,7 +215,9 @@ class RankBudget(Coupling):
                                    "that share a budget must count the same cost (give them one criterion)")
 
     def compress(self, compressions, ws, mu, previous=None) -> list[State]:
-        """Θ for every layer of the group: the RankSelection solutions with the smallest α that meets the target."""
+        """Θ for every layer of the group: the RankSelection solutions with the smallest α that meets the target.
+        A budget is a constraint: μ scales the objective without changing its solution (μ = 0 is taken as 1)."""
+        mu = mu if mu > 0 else 1.0
         svds = [_svd(w) for w in ws]
         paths = [c.options(svd[1], w.shape) for c, w, svd in zip(compressions, ws, svds)]
         dense = sum(float(costs[-1]) for _, costs, _ in paths)

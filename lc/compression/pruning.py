@@ -87,7 +87,8 @@ class PenaltyL0Pruning(_Sparse):
     constraints = _ALPHA
 
     def compress(self, w, mu, previous=None):
-        threshold = math.sqrt(2 * float(self.alpha) / mu)
+        alpha = float(self.alpha)                            # μ = 0: the limit μ → 0⁺ (prune all, unless α = 0)
+        threshold = 0.0 if alpha == 0 else math.inf if mu == 0 else math.sqrt(2 * alpha / mu)
         return _pruned(torch.where(w.abs() > threshold, w, torch.zeros_like(w)))
 
 
@@ -99,5 +100,6 @@ class PenaltyL1Pruning(_Sparse):
     constraints = _ALPHA
 
     def compress(self, w, mu, previous=None):
-        tau = float(self.alpha) / mu
+        alpha = float(self.alpha)                            # μ = 0: the limit μ → 0⁺ (all zero, unless α = 0)
+        tau = 0.0 if alpha == 0 else math.inf if mu == 0 else alpha / mu
         return _pruned(torch.sign(w) * torch.clamp(w.abs() - tau, min=0))

@@ -377,3 +377,43 @@ def test_keep_best_lower_start_score_and_errors():
         lc.Algorithm(net, prune_tasks(net), [1e-2], lambda *a: trained.append(1),
                      lambda m: "good", callbacks=[lc.KeepBest()]).run()
     assert trained == []
+
+
+def test_direct_compression_at_the_limit_mu_to_zero_starts_penalty_forms_from_nothing():
+    """direct_mu=0: Θ = argmin αC(Θ), the LC papers' start; the run then grows what the loss needs."""
+    net = digits.reference()
+    tasks = {lc.Param("0.weight"): (lc.AsVector, lc.PenaltyL0Pruning(alpha=1e-6)),
+             lc.Param("2.weight"): (lc.AsIs, lc.RankSelection(alpha=1e-5)),
+             lc.Param("0.bias"): (lc.AsVector, lc.ConstraintL0Pruning(kappa=10))}      # a constraint: unchanged
+    algorithm = lc.Algorithm(net, tasks, lc.geometric_mu(1e-2, 2.0, 6), digits.l_step(epochs=1), direct_mu=0)
+    bits = []
+    algorithm.callbacks.append(lambda a, r: bits.append([s.bits for s in a.states]))
+    history = algorithm.run()
+    w0 = digits.reference()[0].weight.detach()
+    assert bits[0][0] == 0 and history[0].info["2.weight"]["rank"] == 0          # nothing kept at step 0
+    assert history[0].distance["0.weight"] == pytest.approx(float((w0 ** 2).sum()))
+    assert history[-1].info["2.weight"]["rank"] > 0 and int((net[0].weight != 0).sum()) > 0
+    default = lc.Compressed.direct(digits.reference(), {lc.Param("0.bias"): (lc.AsVector,
+                                                                             lc.ConstraintL0Pruning(kappa=10))})
+    assert bits[0][2] == default.states[0].bits
+    with pytest.raises(lc.CompressionError, match="direct_mu=-1 must be a number from 0"):
+        lc.Algorithm(net, tasks, [1e-2], digits.l_step(epochs=1), direct_mu=-1)
+    with pytest.raises(lc.CompressionError, match="direct_mu=0.5 must be a number from 0"):
+        lc.Algorithm(net, tasks, [1e-2], digits.l_step(epochs=1), direct_mu=0.5)
+
+
+@pytest.mark.parametrize("c,expected", [
+    (lc.PenaltyL0Pruning(alpha=0.1), 0), (lc.PenaltyL1Pruning(alpha=0.1), 0),
+    (lc.PenaltyL0Pruning(alpha=0.0), 24), (lc.PenaltyL1Pruning(alpha=0.0), 24)])
+def test_penalty_pruning_at_mu_zero_is_the_limit(c, expected):
+    w = torch.randn(24)
+    assert int((c.decompress(c.compress(w, 0.0)) != 0).sum()) == expected
+
+
+def test_rank_selection_at_mu_zero_is_the_limit():
+    w = torch.randn(12, 8)
+    for alpha, rank in ((1e-3, 0), (0.0, 8)):
+        c = lc.RankSelection(alpha=alpha)
+        assert c.compress(w, 0.0).meta["rank"] == rank
+    budget = lc.RankSelection(budget=lc.RankBudget(ratio=4.0))
+    assert budget.compress(w, 0.0).meta["rank"] == budget.compress(w, 1.0).meta["rank"]
