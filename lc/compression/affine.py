@@ -18,7 +18,7 @@ from ._base import Compression, State
 from ._constraints import Boolean, Integer
 from ._primitives import F32_BITS, check_finite, code_dtype, round_f32
 
-__all__ = ["AffineQuantization"]
+__all__ = ["AffineQuantization", "grid"]
 
 
 def _rows(w: torch.Tensor, per_channel: bool) -> torch.Tensor:
@@ -245,3 +245,14 @@ class AffineQuantization(Compression):
             mm = (m * m).sum(1)
             s_new = torch.where(mm > 0, (x * m).sum(1) / mm.clamp(min=1e-300), s)
             consider(torch.where(s_new > 0, s_new, s), z)
+
+
+def grid(state: State) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The integer grid of an affine state, as a layer's integer kernel reads it: ``(codes, scale, zero_point)``
+    with codes (rows, columns) integers in [0, 2^bits − 1], scale (rows,) and zero point (rows,), so that
+    Δ = scale[:, None] · (codes − zero_point[:, None]) (rows: 1 per tensor, or one per channel)."""
+    s = state.tensors["scale"]
+    z = state.tensors.get("zero_point")
+    z = torch.full(s.shape, 1 << (state.meta["bits"] - 1), dtype=torch.int64, device=s.device) if z is None \
+        else z.to(torch.int64)
+    return state.tensors["codes"].to(torch.int64).reshape(s.numel(), -1), s, z

@@ -17,7 +17,8 @@ from ._constraints import Boolean, Integer
 from ._kmeans1d import kmeans
 from ._primitives import F32_BITS, check_finite, code_bits, code_dtype, nearest, round_f32
 
-__all__ = ["AdaptiveQuantization", "BinaryQuantization", "ScaledBinaryQuantization", "ScaledTernaryQuantization"]
+__all__ = ["AdaptiveQuantization", "BinaryQuantization", "ScaledBinaryQuantization", "ScaledTernaryQuantization",
+           "codebook"]
 
 
 def _dtype(name: str) -> torch.dtype:
@@ -161,3 +162,9 @@ class ScaledTernaryQuantization(Compression):
     def decompress(self, state):
         a = state.tensors["scale"]
         return (a * (state.tensors["codes"].to(a.dtype) - 1)).reshape(state.meta["shape"])
+
+
+def codebook(state: State) -> tuple[torch.Tensor, torch.Tensor]:
+    """A codebook state as a look-up layer reads it: ``(entries, codes)`` with entries (d,) or, per channel,
+    (rows, d), and codes (the flat index of each weight into its row's entries), so that Δ = entries[codes]."""
+    return state.tensors["codebook"], state.tensors["codes"]

@@ -41,12 +41,14 @@ from torch import nn
 from .. import measure
 from .._errors import CompressionError
 from ..compressed import Compressed
-from . import lowrank  # noqa: F401 - registers the low-rank handler
+from . import lowrank, quantized  # noqa: F401 - register the low-rank and quantized-layer handlers
 from ._batchnorm import fold_batch_norms as _fold
 from ._layers import CSR_DTYPES, MicroBatched, SparseLinear
+from .quantized import CodebookLinear, Int8Linear, resident_bytes
 from ._registry import handler_for, register
 
-__all__ = ["export", "register", "PASSES", "Context", "SparseLinear", "MicroBatched", "apply_deltas",
+__all__ = ["export", "register", "PASSES", "Context", "SparseLinear", "MicroBatched", "Int8Linear", "CodebookLinear",
+           "resident_bytes", "apply_deltas",
            "replace_layers", "sparse_linears", "fold_batch_norms", "channels_last", "micro_batches"]
 
 log = logging.getLogger(__name__)
@@ -66,6 +68,8 @@ class Context:
     channels_last: bool | None = None
     micro_batch: int | str | None = None
     example: torch.Tensor | None = None
+    integer: str = "never"
+    codebooks: str = "dense"
     replaced: set[str] = field(default_factory=set)
 
 
@@ -83,7 +87,7 @@ def replace_layers(model: nn.Module, ctx: Context) -> nn.Module:
         handler = handler_for(single[1]) if single is not None else None
         if handler is None or len(task.param_names) != 1 or attr != "weight" or owner not in modules:
             continue
-        new = handler(modules[owner], single[0], single[1], state)
+        new = handler(modules[owner], single[0], single[1], state, ctx)
         if new is not None:
             _replace(model, owner, new)
             ctx.replaced.add(owner)
@@ -132,8 +136,8 @@ PASSES: tuple[Callable[[nn.Module, Context], nn.Module], ...] = (
 
 def export(model: nn.Module, compressed, *, sparse: str = "measure", batch_size: int = 256,
            max_sparse_density: float = 0.25, channels_last: bool | None = None,
-           micro_batch: int | str | None = None, example: torch.Tensor | None = None,
-           passes: Sequence[Callable[[nn.Module, Context], nn.Module]] = PASSES) -> nn.Module:
+           micro_batch: int | str | None = None, example: torch.Tensor | None = None, integer: str = "never",
+           codebooks: str = "dense", passes: Sequence[Callable[[nn.Module, Context], nn.Module]] = PASSES) -> nn.Module:
     """A plain ``nn.Module`` computing Δ(Θ) of ``compressed`` (an :class:`lc.Algorithm` after ``run()``, an
     :class:`lc.Compressed`, or what :func:`lc.load` returned; ``lc.Compressed.none()`` exports the dense model the
     same way) through ``passes`` (default :data:`PASSES`, the rules of this module's docstring). ``model`` is
@@ -158,11 +162,14 @@ def export(model: nn.Module, compressed, *, sparse: str = "measure", batch_size:
     if example is not None and not (isinstance(example, torch.Tensor) and example.dim() >= 1):
         raise CompressionError(f"export(example=…): give an input batch tensor (batch first), not "
                                f"{type(example).__name__}")
+    if integer not in ("never", "measure", "always") or codebooks not in ("dense", "packed"):
+        raise CompressionError(f"export(integer={integer!r}, codebooks={codebooks!r}): integer is 'never', "
+                               "'measure' or 'always'; codebooks is 'dense' or 'packed'")
     if micro_batch == "measure" and example is None:
         raise CompressionError("export(micro_batch='measure') times slices on an input batch: give example=x (a "
                                "batch like those the model will serve), or micro_batch=None or a number")
     ctx = Context(Compressed.of(compressed), sparse, batch_size, max_sparse_density, channels_last, micro_batch,
-                  example)
+                  example, integer, codebooks)
     out = copy.deepcopy(model)
     for pass_ in passes:
         out = pass_(out, ctx)

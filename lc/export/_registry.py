@@ -9,14 +9,15 @@ from torch import nn
 
 __all__ = ["register", "handler_for", "Handler"]
 
-Handler = Callable[..., "nn.Module | None"]     # handler(layer, view, compression, state) -> new layer or None
+Handler = Callable[..., "nn.Module | None"]     # handler(layer, view, compression, state, ctx) -> new layer or None
 _HANDLERS: dict[type, Handler] = {}
 
 
 def register(*compression_types: type) -> Callable[[Handler], Handler]:
-    """``@register(MyCompression)``: ``handler(layer, view, compression, state)`` is called by :func:`lc.export`
-    for every task that is one compression of that type (or a subclass) on the ``weight`` of a layer; it returns
-    the module that replaces the layer, or None to keep the layer (dense, holding Δ(Θ))."""
+    """``@register(MyCompression)``: ``handler(layer, view, compression, state, ctx)`` is called by
+    :func:`lc.export` for every task that is one compression of that type (or a subclass) on the ``weight`` of a
+    layer (``ctx``: the export's options, :class:`lc.export.Context`); it returns the module that replaces the
+    layer, or None to keep the layer (dense, holding Δ(Θ))."""
     def decorate(handler: Handler) -> Handler:
         for t in compression_types:
             _HANDLERS[t] = handler

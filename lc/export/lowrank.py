@@ -53,7 +53,7 @@ def _low_rank_conv(layer: nn.Conv2d, u: torch.Tensor, v: torch.Tensor, scheme: i
 
 
 @register(LowRank, RankSelection)
-def two_layers(layer: nn.Module, view, compression, state) -> nn.Module | None:
+def two_layers(layer: nn.Module, view, compression, state, ctx=None) -> nn.Module | None:
     """The factorised layer, or None (keep ``layer`` dense with Δ(Θ)) where two layers would not be cheaper."""
     uv = factors(state)
     if uv is None or not isinstance(view, AsIs):

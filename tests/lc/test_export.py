@@ -218,7 +218,7 @@ def test_a_handler_registered_for_a_compression_type_replaces_its_layers():
         pass
 
     @register(Tagged)
-    def mark(layer, view, compression, state):
+    def mark(layer, view, compression, state, ctx):
         new = Marked(layer.in_features, layer.out_features)
         new.load_state_dict(layer.state_dict())
         return new
