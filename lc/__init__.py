@@ -14,6 +14,7 @@ from .compression import (AdaptiveQuantization, AffineQuantization, BinaryQuanti
 from .params import AsIs, AsVector, Param, View
 from . import measure
 from .export import export
+from .export.onnx import export_onnx
 from .compressed import Compressed, nominal_bits
 from .storage import load, save
 
@@ -23,7 +24,7 @@ __all__ = [
     "Algorithm", "StepRecord", "geometric_mu", "KeepBest", "CompressionError",
     "Param", "View", "AsVector", "AsIs",
     "Compression", "State", "Additive",
-    "Compressed", "save", "load", "nominal_bits", "export", "measure",
+    "Compressed", "save", "load", "nominal_bits", "export", "export_onnx", "measure",
     "ConstraintL0Pruning", "ConstraintL1Pruning", "PenaltyL0Pruning", "PenaltyL1Pruning",
     "AdaptiveQuantization", "BinaryQuantization", "ScaledBinaryQuantization", "ScaledTernaryQuantization",
     "AffineQuantization", "PrunedQuantization",

@@ -6,7 +6,7 @@
   round-robin (model A, B, C, A, B, C, …), so that load from other processes hits them alike and ratios between
   them stay meaningful on a shared machine.
 - **FLOPs** (nominal, counted): multiply-adds of the ``nn.Linear``, ``nn.Conv1d/2d/3d`` and
-  :class:`lc.export.SparseLinear` layers, counted by forward hooks on one forward pass (so the count follows the
+  :class:`lc.export.SparseLinear` layers (and the quantized forms of lc.export: int8 and codebook layers), counted by forward hooks on one forward pass (so the count follows the
   graph that actually runs). Biases, norms, activations and pooling are not counted, as usual.
 - **parameters** (nominal): stored weight values: the elements of every parameter, plus the nonzeros of sparse
   buffers (an exported CSR layer).
@@ -51,7 +51,10 @@ class Quantity:
 # --------------------------------------------------------------------------------------------- counting
 def _macs(module: nn.Module, inputs, output) -> int:
     from .export._layers import SparseLinear
-    if isinstance(module, nn.Linear):
+    from .export.quantized import Int8Linear, Reweighted
+    if isinstance(module, Reweighted):                  # the layer it computes, with a weight from elsewhere
+        return _macs(module.layer, inputs, output)
+    if isinstance(module, (nn.Linear, Int8Linear)):
         return module.in_features * output.numel()
     if isinstance(module, SparseLinear):
         return module.weight.values().numel() * (output.numel() // module.out_features)

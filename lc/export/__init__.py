@@ -44,11 +44,11 @@ from ..compressed import Compressed
 from . import lowrank, quantized  # noqa: F401 - register the low-rank and quantized-layer handlers
 from ._batchnorm import fold_batch_norms as _fold
 from ._layers import CSR_DTYPES, MicroBatched, SparseLinear
-from .quantized import CodebookLinear, Int8Linear, resident_bytes
+from .quantized import CodebookWeight, Int8Linear, Int8Weight, Reweighted, resident_bytes
 from ._registry import handler_for, register
 
-__all__ = ["export", "register", "PASSES", "Context", "SparseLinear", "MicroBatched", "Int8Linear", "CodebookLinear",
-           "resident_bytes", "apply_deltas",
+__all__ = ["export", "register", "PASSES", "Context", "SparseLinear", "MicroBatched", "Int8Linear", "Int8Weight",
+           "CodebookWeight", "Reweighted", "resident_bytes", "apply_deltas",
            "replace_layers", "sparse_linears", "fold_batch_norms", "channels_last", "micro_batches"]
 
 log = logging.getLogger(__name__)
@@ -70,6 +70,7 @@ class Context:
     example: torch.Tensor | None = None
     integer: str = "never"
     codebooks: str = "dense"
+    onnx: bool = False                   # building a module for ONNX: quantized weights in their ONNX forms
     replaced: set[str] = field(default_factory=set)
 
 
@@ -99,7 +100,7 @@ def sparse_linears(model: nn.Module, ctx: Context) -> nn.Module:
     if ctx.sparse == "never":
         return model
     for name, layer in list(model.named_modules()):
-        if name in ctx.replaced or not isinstance(layer, nn.Linear) or layer.weight.dtype not in CSR_DTYPES:
+        if _within(name, ctx.replaced) or not isinstance(layer, nn.Linear) or layer.weight.dtype not in CSR_DTYPES:
             continue
         if float((layer.weight != 0).float().mean()) > ctx.max_sparse_density:
             continue
@@ -195,6 +196,11 @@ def _fastest_slices(model: nn.Module, example: torch.Tensor) -> int | None:
     log.info("micro-batches at batch %d: whole %.1f ms, %s (CPU time)", example.shape[0], 1e3 * t[0].cpu,
              ", ".join(f"slices of {s} {1e3 * t[s].cpu:.1f} ms" for s in candidates))
     return best if t[best].cpu < 0.9 * t[0].cpu else None
+
+
+def _within(name: str, replaced: set[str]) -> bool:
+    """Whether module ``name`` is one of the replaced layers or inside one."""
+    return any(name == r or name.startswith(r + ".") for r in replaced)
 
 
 def _replace(model: nn.Module, name: str, new: nn.Module) -> None:

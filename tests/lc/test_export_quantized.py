@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import lc
-from lc.export import CodebookLinear, Int8Linear, resident_bytes
+from lc.export import CodebookWeight, Int8Linear, Reweighted, resident_bytes
 
 
 def _mlp(seed=0):
@@ -28,7 +28,7 @@ def test_int8_linear_is_within_the_input_rounding_bound_of_delta(bits, symmetric
     c = lc.Compressed.direct(model, {lc.Param("0.weight"): (lc.AsIs, lc.AffineQuantization(bits, symmetric,
                                                                                           per_channel))})
     out = lc.export(model, c, integer="always")
-    assert isinstance(out[0], Int8Linear) and out[0].weight.dtype == torch.int8 and isinstance(out[2], nn.Linear)
+    assert isinstance(out[0], Int8Linear) and out[0].source.weight.dtype == torch.int8 and isinstance(out[2], nn.Linear)
     x = torch.randn(33, 64) * 3
     with torch.no_grad():
         got, want = out[0](x), nn.functional.linear(x, c.deltas()["0.weight"], model[0].bias)
@@ -58,9 +58,9 @@ def test_packed_codebooks_give_delta_with_fewer_resident_bytes(k, per_channel):
     c = lc.Compressed.direct(model, {lc.Param("0.weight"): (lc.AsIs, lc.AdaptiveQuantization(k, per_channel=per_channel)),
                                      lc.Param("2.weight"): (lc.AsVector, lc.AdaptiveQuantization(k))})
     out = lc.export(model, c, codebooks="packed")
-    assert isinstance(out[0], CodebookLinear) and isinstance(out[2], CodebookLinear)
+    assert all(isinstance(out[i], Reweighted) and isinstance(out[i].source, CodebookWeight) for i in (0, 2))
     bits = {2: 1, 3: 2, 4: 2, 16: 4}[k]
-    assert out[0].packed.numel() == -(-64 * 48 * bits // 8) and out[0].bits == bits
+    assert out[0].source.packed.numel() == -(-64 * 48 * bits // 8) and out[0].source.bits == bits
     x = torch.randn(7, 64)
     reference = c.apply(copy.deepcopy(model))
     with torch.no_grad():
@@ -68,3 +68,24 @@ def test_packed_codebooks_give_delta_with_fewer_resident_bytes(k, per_channel):
         assert torch.equal(out[0].weight(), c.deltas()["0.weight"])
     dense = resident_bytes(lc.export(model, c))
     assert resident_bytes(out) < dense - 0.6 * 4 * (64 * 48 + 48 * 10)           # ≥ 60 % of the weights' bytes saved
+
+
+def test_packed_codebooks_in_convolutions():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 4, 3)).eval()
+    c = lc.Compressed.direct(model, {lc.Param("0.weight"): (lc.AsIs, lc.AdaptiveQuantization(4, per_channel=True)),
+                                     lc.Param("2.weight"): (lc.AsVector, lc.AdaptiveQuantization(16))})
+    out = lc.export(model, c, codebooks="packed")
+    assert isinstance(out[0], Reweighted) and isinstance(out[2], Reweighted)
+    x = torch.randn(2, 3, 9, 9)
+    with torch.no_grad():
+        torch.testing.assert_close(out(x), c.apply(copy.deepcopy(model))(x), rtol=1e-5, atol=1e-5)
+
+
+def test_quantized_forms_count_the_flops_of_their_layers():
+    model = _mlp()
+    c = lc.Compressed.direct(model, {lc.Param("0.weight"): (lc.AsIs, lc.AffineQuantization(8)),
+                                     lc.Param("2.weight"): (lc.AsIs, lc.AdaptiveQuantization(4))})
+    x = torch.zeros(3, 64)
+    assert lc.measure.flops(lc.export(model, c, integer="always", codebooks="packed"), x) == \
+        lc.measure.flops(model, x) == 3 * (64 * 48 + 48 * 10)
