@@ -14,8 +14,11 @@ log = logging.getLogger(__name__)
 
 
 class _Tracer(torch.fx.Tracer):
+    """Layers lc.export made are leaves: fx need not trace into them (and cannot trace the int8 kernel's forward)."""
+
     def is_leaf_module(self, m, qualname):
-        return isinstance(m, SparseLinear) or super().is_leaf_module(m, qualname)
+        from .quantized import Int8Linear, Reweighted
+        return isinstance(m, (SparseLinear, Int8Linear, Reweighted)) or super().is_leaf_module(m, qualname)
 
 
 def fold_batch_norms(model: nn.Module) -> nn.Module:

@@ -6,6 +6,7 @@ plays an agent with it)."""
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import math
 import shutil
 import subprocess
@@ -114,12 +115,14 @@ def c_source(net, name: str = "lc_net") -> str:
 
 
 def compile_shared(source: str, directory, name: str = "lc_net") -> Path:
-    """Compile ``source`` with the system C compiler (cc, gcc or clang) into a shared library in ``directory``."""
+    """Compile ``source`` with the system C compiler (cc, gcc or clang) into a shared library in ``directory``,
+    named by a hash of the source (a process loads a library path once: another source needs another name)."""
     compiler = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
     if compiler is None:
         raise CompressionError("no C compiler (cc, gcc or clang) on PATH: install one to compile the integer net")
     directory = Path(directory)
-    c, lib = directory / f"{name}.c", directory / f"lib{name}.so"
+    tag = hashlib.sha256(source.encode()).hexdigest()[:12]
+    c, lib = directory / f"{name}-{tag}.c", directory / f"lib{name}-{tag}.so"
     c.write_text(source)
     r = subprocess.run([compiler, "-O2", "-std=c99", "-Wall", "-Werror", "-shared", "-fPIC", str(c), "-o", str(lib)],
                        capture_output=True, text=True)

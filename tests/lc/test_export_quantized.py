@@ -89,3 +89,13 @@ def test_quantized_forms_count_the_flops_of_their_layers():
     x = torch.zeros(3, 64)
     assert lc.measure.flops(lc.export(model, c, integer="always", codebooks="packed"), x) == \
         lc.measure.flops(model, x) == 3 * (64 * 48 + 48 * 10)
+
+
+def test_batch_norms_are_folded_beside_quantized_layers():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 3)).eval()
+    c = lc.Compressed.direct(model, {lc.Param("4.weight"): (lc.AsIs, lc.AffineQuantization(8))})
+    for out in (lc.export(model, c, integer="always"), lc.export(model, c, codebooks="packed"),
+                lc.export(model, lc.Compressed.direct(model, {lc.Param("4.weight"): (
+                    lc.AsIs, lc.AdaptiveQuantization(4))}), codebooks="packed")):
+        assert isinstance(out[1], nn.Identity)

@@ -94,3 +94,17 @@ def test_what_cannot_be_converted_says_so():
         integer.convert(Skip(), lc.Compressed.none(), torch.randn(3, 4))
     with pytest.raises(lc.CompressionError, match="cannot convert layer '1'"):
         integer.convert(nn.Sequential(nn.Linear(4, 4), nn.Tanh()), lc.Compressed.none(), torch.randn(3, 4))
+
+
+@pytest.mark.skipif(not (shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")), reason="no C compiler")
+def test_two_nets_compiled_in_one_process_stay_two(tmp_path):
+    x = torch.randn(32, 12)
+    outs = []
+    for seed in (0, 1):
+        model, c = _mlp_and_grid(seed)
+        net = integer.convert(model, c, x)
+        compiled = CompiledNet(compile_shared(net.c_source(), tmp_path), 12, 4)
+        q = net.quantize_input(x.numpy())
+        assert np.array_equal(compiled(q), net.run(q))
+        outs.append(compiled(q))
+    assert not np.array_equal(*outs)
