@@ -5,7 +5,7 @@ requantization; activation scales calibrated on the reference's replay states), 
 with the system C compiler and played through a small Python harness (``CompiledNet`` via ctypes; the harness
 quantizes each observation to int8, the only float operation, which a device's sensors would do in integers).
 
-    python -m experiments.rl.integer_agent                     # LunarLander, 100 test episodes (about 10 min)
+    python -m experiments.rl.integer_agent                     # LunarLander, 100 test episodes (about 4.5 min)
     python -m experiments.rl.integer_agent --env cartpole --episodes 10 --lc-steps 3 --out /tmp/ia
 
 Reports, over the test episodes (seeds from qn.TEST_SEED0): the float reference, each 8-bit float Δ(Θ) agent and
