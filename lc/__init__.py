@@ -8,10 +8,12 @@ from ._errors import CompressionError
 from .algorithm import Algorithm, StepRecord, geometric_mu
 from .callbacks import KeepBest
 from ._steps import Additive
-from .compression import (AdaptiveQuantization, AffineQuantization, BinaryQuantization, Compression,
+from .compression import (AdaptiveQuantization, AffineQuantization, BinaryQuantization, ChannelPenaltyL0,
+                          ChannelPenaltyL21, ChannelPruning, Compression,
                           ConstraintL0Pruning, ConstraintL1Pruning, LowRank, PenaltyL0Pruning, PenaltyL1Pruning,
                           PrunedQuantization, RankBudget, RankSelection, ScaledBinaryQuantization, ScaledTernaryQuantization, State)
 from .params import AsIs, AsVector, Param, View
+from .structure import channel_tasks
 from . import measure
 from .export import export
 from .export.onnx import export_onnx
@@ -28,5 +30,6 @@ __all__ = [
     "ConstraintL0Pruning", "ConstraintL1Pruning", "PenaltyL0Pruning", "PenaltyL1Pruning",
     "AdaptiveQuantization", "BinaryQuantization", "ScaledBinaryQuantization", "ScaledTernaryQuantization",
     "AffineQuantization", "PrunedQuantization",
-    "LowRank", "RankSelection", "RankBudget",
+    "LowRank", "RankSelection", "RankBudget", "ChannelPruning", "ChannelPenaltyL0", "ChannelPenaltyL21",
+    "channel_tasks",
 ]

@@ -1,10 +1,12 @@
 """From a user's ``compression_tasks`` dict to validated tasks: each task compresses a list of tensors."""
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Mapping
 
+import numpy as np
 import torch
 
 from ._errors import CompressionError
@@ -35,6 +37,16 @@ class _Probe:
                                    "give an input batch the model accepts") from e
         return outputs
 
+    def channels(self, who: str):
+        """The model's channel groups (:func:`lc.structure.channel_groups`), found once."""
+        if self.example_input is None:
+            raise CompressionError(f"{who} needs the model's channel groups: pass lc.Algorithm(..., example_input=x), "
+                                   "with x an input batch the model accepts")
+        if getattr(self, "_channels", None) is None:
+            from .structure import channel_groups
+            self._channels = channel_groups(self.model, self.example_input)
+        return self._channels
+
     def output_positions(self, param_name: str, rows: int, who: str) -> int:
         if self.example_input is None:
             raise CompressionError(f"{who} on {param_name!r} needs the output size of its layer: pass "
@@ -64,11 +76,34 @@ class Context:
     param_names: tuple[str, ...]
     shapes: tuple[torch.Size, ...]
     probe: _Probe
+    view: View | None = None
 
     def output_positions(self, who: str) -> int:
         """Output positions per example of the layer that owns the task's first tensor: 1 for a Linear layer on
         (batch, features), H_out·W_out for a Conv2d, summed over the calls of the forward pass."""
         return self.probe.output_positions(self.param_names[0], self.shapes[0][0], who)
+
+    def channel_structure(self, who: str, cost: str):
+        """The task's tensors as rows grouped by channel (for structured pruning): every group that has a row in
+        the task must have all its rows in it."""
+        from .compression.channels import _Structure
+        graph = self.probe.channels(who)
+        names = set(self.param_names)
+        used = sorted({int(g) for n in self.param_names for g in graph.row_group.get(n, []) if g >= 0})
+        missing = sorted({m for g in used for m, _ in graph.groups[g].members if m not in names})
+        if missing:
+            raise CompressionError(f"{who}: the task holds part of some channels only; add {missing[:6]}"
+                                   + (f" and {len(missing) - 6} more" if len(missing) > 6 else "")
+                                   + " to its Param (lc.channel_tasks(model, compression, example_input) builds "
+                                   "the whole task)")
+        if not used:
+            raise CompressionError(f"{who}: none of {list(self.param_names)[:4]} produces a removable channel "
+                                   "(a layer's output that is not the model's output)")
+        index = {g: i for i, g in enumerate(used)}
+        layout = tuple((math.prod(s), s[0] if len(s) else 1) for s in self.shapes)
+        row_group = np.concatenate([[index.get(int(g), -1) for g in graph.row_group[n]] for n in self.param_names])
+        costs = np.array([graph.groups[g].cost[cost] for g in used], dtype=np.int64)
+        return _Structure(layout, row_group.astype(np.int64), costs)
 
 
 @dataclass(eq=False)
@@ -111,7 +146,7 @@ def _as_pair(value, param: Param):
 def _task_step(value, param: Param, context: Context):
     def viewed(pair):
         view, compression = _as_pair(pair, param)
-        return Viewed(view, compression.bind(context), context.shapes)
+        return Viewed(view, compression.bind(dataclasses.replace(context, view=view)), context.shapes)
     if isinstance(value, list):
         value = Additive(value)                    # a list of pairs ≡ Additive(pairs) with the defaults
     if not isinstance(value, Additive):

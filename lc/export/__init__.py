@@ -13,6 +13,10 @@ measured on this project's CPU, see ``docs/artifacts.md``):
    on the layer itself at ``batch_size`` (CPU time, threads as set) and keeps CSR only if it is at least 10 %
    faster; ``"never"``/``"always"``. Only float32 and float64 layers (torch's CSR kernel runs no half types on the
    CPU). Pruned convolutions stay dense with zeros (torch has no sparse conv kernel on CPU).
+3b. :func:`remove_dead_channels` (``channels=True``, with an ``example`` input): every channel whose producing
+   rows are all zero in Δ(Θ) (``lc.ChannelPruning`` and its penalty forms zero whole channels; any compression
+   may) is removed from every layer that produces, normalises or consumes it (:func:`lc.structure.remove_channels`:
+   residual connections, channel padding and concatenation included); the result is a ``torch.fx.GraphModule``.
 4. :func:`fold_batch_norms`: batch norms (eval mode) folded into the conv or linear layer before them
    (``torch.fx``; a model that cannot be traced keeps them).
 5. :func:`channels_last`: convolutions run channels-last (NHWC weights), measured faster for dense and
@@ -49,7 +53,8 @@ from ._registry import handler_for, register
 
 __all__ = ["export", "register", "PASSES", "Context", "SparseLinear", "MicroBatched", "Int8Linear", "Int8Weight",
            "CodebookWeight", "Reweighted", "resident_bytes", "apply_deltas",
-           "replace_layers", "sparse_linears", "fold_batch_norms", "channels_last", "micro_batches"]
+           "replace_layers", "sparse_linears", "remove_dead_channels", "fold_batch_norms", "channels_last",
+           "micro_batches"]
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +75,7 @@ class Context:
     example: torch.Tensor | None = None
     integer: str = "never"
     codebooks: str = "dense"
+    channels: bool = False
     onnx: bool = False                   # building a module for ONNX: quantized weights in their ONNX forms
     replaced: set[str] = field(default_factory=set)
 
@@ -111,6 +117,16 @@ def sparse_linears(model: nn.Module, ctx: Context) -> nn.Module:
     return model
 
 
+def remove_dead_channels(model: nn.Module, ctx: Context) -> nn.Module:
+    """With ``channels=True``: the channels that are zero in Δ(Θ) removed physically (see the module docstring)."""
+    if not ctx.channels:
+        return model
+    from ..structure import remove_channels
+    model, removed = remove_channels(model, ctx.example)
+    log.info("export: %d channels removed", removed)
+    return model
+
+
 def fold_batch_norms(model: nn.Module, ctx: Context) -> nn.Module:
     """Eval-mode batch norms folded into the layer before them (see :mod:`lc.export._batchnorm`)."""
     return _fold(model.eval())
@@ -132,13 +148,14 @@ def micro_batches(model: nn.Module, ctx: Context) -> nn.Module:
 
 
 PASSES: tuple[Callable[[nn.Module, Context], nn.Module], ...] = (
-    apply_deltas, replace_layers, sparse_linears, fold_batch_norms, channels_last, micro_batches)
+    apply_deltas, replace_layers, sparse_linears, remove_dead_channels, fold_batch_norms, channels_last, micro_batches)
 
 
 def export(model: nn.Module, compressed, *, sparse: str = "measure", batch_size: int = 256,
            max_sparse_density: float = 0.25, channels_last: bool | None = None,
            micro_batch: int | str | None = None, example: torch.Tensor | None = None, integer: str = "never",
-           codebooks: str = "dense", passes: Sequence[Callable[[nn.Module, Context], nn.Module]] = PASSES) -> nn.Module:
+           codebooks: str = "dense", channels: bool = False,
+           passes: Sequence[Callable[[nn.Module, Context], nn.Module]] = PASSES) -> nn.Module:
     """A plain ``nn.Module`` computing Δ(Θ) of ``compressed`` (an :class:`lc.Algorithm` after ``run()``, an
     :class:`lc.Compressed`, or what :func:`lc.load` returned; ``lc.Compressed.none()`` exports the dense model the
     same way) through ``passes`` (default :data:`PASSES`, the rules of this module's docstring). ``model`` is
@@ -166,11 +183,14 @@ def export(model: nn.Module, compressed, *, sparse: str = "measure", batch_size:
     if integer not in ("never", "measure", "always") or codebooks not in ("dense", "packed"):
         raise CompressionError(f"export(integer={integer!r}, codebooks={codebooks!r}): integer is 'never', "
                                "'measure' or 'always'; codebooks is 'dense' or 'packed'")
+    if channels and example is None:
+        raise CompressionError("export(channels=True) finds channels on the model's graph: give example=x (an input "
+                               "batch the model accepts)")
     if micro_batch == "measure" and example is None:
         raise CompressionError("export(micro_batch='measure') times slices on an input batch: give example=x (a "
                                "batch like those the model will serve), or micro_batch=None or a number")
     ctx = Context(Compressed.of(compressed), sparse, batch_size, max_sparse_density, channels_last, micro_batch,
-                  example, integer, codebooks)
+                  example, integer, codebooks, channels)
     out = copy.deepcopy(model)
     for pass_ in passes:
         out = pass_(out, ctx)

@@ -78,22 +78,24 @@ def _sparse_initializers(model_proto, onnx, min_zeros: float = 0.5) -> int:
 
 
 def export_onnx(model: nn.Module, compressed, path, example: torch.Tensor, *, overwrite: bool = False,
-                opset: int = 18, check: bool = True, rtol: float = 1e-4, atol: float = 1e-5) -> OnnxExport:
+                opset: int = 18, check: bool = True, rtol: float = 1e-4, atol: float = 1e-5,
+                channels: bool = False) -> OnnxExport:
     """Write the compressed model as an ONNX file at ``path`` (each compression in its ONNX form, see the module
     docstring), for inputs like ``example`` (any batch size: the batch dimension is dynamic). Refuses to replace an
     existing file unless ``overwrite=True``; the file appears atomically. ``check``: run the file in ONNX Runtime on
     ``example`` and compare with the model holding Δ(Θ) (``rtol``/``atol``: a :class:`lc.CompressionError` beyond).
-    """
+    ``channels=True``: channels zero in Δ(Θ) are removed first (as :func:`lc.export`'s option)."""
     onnx, ort = _imports()
-    from . import Context, apply_deltas, fold_batch_norms, replace_layers
+    from . import Context, apply_deltas, fold_batch_norms, remove_dead_channels, replace_layers
     path = Path(path)
     if path.exists() and not overwrite:
         raise CompressionError(f"{path} exists; pass overwrite=True to replace it, or choose another path")
     if not isinstance(example, torch.Tensor) or example.dim() < 1:
         raise CompressionError("export_onnx(example=…): give an input batch tensor (batch first)")
     compressed = Compressed.of(compressed)
-    ctx, module = Context(compressed, sparse="never", onnx=True), copy.deepcopy(model)
-    for pass_ in (apply_deltas, replace_layers, fold_batch_norms):        # quantized layers in their ONNX forms
+    ctx = Context(compressed, sparse="never", onnx=True, channels=channels, example=example)
+    module = copy.deepcopy(model)
+    for pass_ in (apply_deltas, replace_layers, remove_dead_channels, fold_batch_norms):   # quantized: ONNX forms
         module = pass_(module, ctx)
     module.eval()
     buffer = io.BytesIO()

@@ -121,3 +121,21 @@ CASES = [
     Case(lc.AffineQuantization(bits=3, symmetric=False, per_channel=True), (12, 20),
          on_affine_grid(3, per_channel=True)),
 ]
+
+
+def rows_kept_at_most(k):
+    """At most k rows of the matrix nonzero, each row either zero or kept whole."""
+    return lambda x: int((x.reshape(x.shape[0], -1) != 0).any(1).sum()) <= k
+
+
+def whole_rows(x):
+    return True
+
+
+CASES += [
+    Case(lc.ChannelPruning(keep=0.5, cost="count"), (8, 5), rows_kept_at_most(4)),
+    Case(lc.ChannelPruning(keep=0.3, cost="params"), (6, 4), rows_kept_at_most(1)),
+    Case(lc.ChannelPruning(keep=1.0), (5, 3), lambda x: True),
+    Case(lc.ChannelPenaltyL0(alpha=0.5, cost="count"), (10, 3), whole_rows),
+    Case(lc.ChannelPenaltyL21(alpha=0.3, cost="count"), (10, 3), whole_rows, idempotent=False),
+]
