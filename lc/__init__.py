@@ -12,7 +12,7 @@ from .compression import (AdaptiveQuantization, AffineQuantization, BinaryQuanti
                           ChannelPenaltyL21, ChannelPruning, Compression,
                           ConstraintL0Pruning, ConstraintL1Pruning, LowRank, PenaltyL0Pruning, PenaltyL1Pruning,
                           PrunedQuantization, RankBudget, RankSelection, ScaledBinaryQuantization, ScaledTernaryQuantization, State)
-from .params import AsIs, AsVector, Param, View
+from .params import AsIs, AsVector, Param, View, match
 from .structure import channel_tasks
 from . import measure
 from .export import export
@@ -24,7 +24,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Algorithm", "StepRecord", "geometric_mu", "KeepBest", "CompressionError",
-    "Param", "View", "AsVector", "AsIs",
+    "Param", "View", "AsVector", "AsIs", "match",
     "Compression", "State", "Additive",
     "Compressed", "save", "load", "nominal_bits", "export", "export_onnx", "measure",
     "ConstraintL0Pruning", "ConstraintL1Pruning", "PenaltyL0Pruning", "PenaltyL1Pruning",

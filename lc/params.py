@@ -10,11 +10,14 @@ import torch
 from ._codec import Registered
 from ._errors import CompressionError
 
-__all__ = ["Param", "View", "AsVector", "AsIs"]
+__all__ = ["Param", "View", "AsVector", "AsIs", "match"]
 
 
 class Param:
-    """One or more weight tensors of the model, given as tensors or as dotted names (``"fc1.weight"``).
+    """One or more weight tensors of the model, given as tensors, as dotted names (``"fc1.weight"``), or as name
+    patterns (``"blocks.*.attn.*.weight"``: ``*`` any characters, dots included, ``?`` one, ``[…]`` a set, as
+    :mod:`fnmatch`), each pattern standing for every parameter whose name it matches, in the model's order (a tied
+    tensor once, under the name the model lists it by). :func:`lc.match` gives the names, for one task each.
 
     ``Param`` objects are dictionary keys of ``compression_tasks``; they compare by identity. The tensors are
     looked up in the model when the :class:`lc.Algorithm` is built, and every error (a name that matches
@@ -37,6 +40,11 @@ class Param:
         by_id = {id(p): n for n, p in named.items()}
         out = []
         for t in self.targets:
+            if isinstance(t, str) and _is_pattern(t):
+                matches = match(model, t)
+                out += [(n, named[n]) for n in matches]
+                self._check_float(matches, named)
+                continue
             if isinstance(t, str):
                 if t not in named:
                     tied = _tied_to(model, t, by_id)
@@ -55,15 +63,39 @@ class Param:
                 name = by_id[id(t)]
             else:
                 raise CompressionError(f"Param(...) takes tensors or dotted names, not {type(t).__name__}")
-            p = named[name]
-            if not p.dtype.is_floating_point:
-                raise CompressionError(f"{self!r}: parameter {name!r} has dtype {p.dtype}; only floating-point "
-                                       "tensors can be compressed")
-            out.append((name, p))
+            self._check_float([name], named)
+            out.append((name, named[name]))
         names = [n for n, _ in out]
         if len(set(names)) != len(names):
             raise CompressionError(f"{self!r} names the same tensor twice: {names}")
         return out
+
+    def _check_float(self, names, named) -> None:
+        for name in names:
+            if not named[name].dtype.is_floating_point:
+                raise CompressionError(f"{self!r}: parameter {name!r} has dtype {named[name].dtype}; only "
+                                       "floating-point tensors can be compressed")
+
+
+def _is_pattern(name: str) -> bool:
+    return any(c in name for c in "*?[")
+
+
+def match(model: torch.nn.Module, *patterns: str) -> list[str]:
+    """The names of the model's parameters that match any of ``patterns`` (names or :mod:`fnmatch` patterns), in the
+    model's order, a tied tensor once: ``{lc.Param(n): … for n in lc.match(model, "blocks.*.mlp.*.weight")}`` makes
+    one task per matrix. A pattern that matches nothing is a :class:`lc.CompressionError` listing near names."""
+    import fnmatch
+    named = dict(model.named_parameters())
+    found = []
+    for pattern in patterns:
+        hits = [n for n in named if fnmatch.fnmatchcase(n, pattern)]
+        if not hits:
+            literal = pattern.replace("*", "").replace("?", "")
+            raise CompressionError(f"the pattern {pattern!r} matches no parameter of the model; "
+                                   f"{_near_names(literal, named)}")
+        found += [n for n in hits if n not in found]
+    return found
 
 
 def _tied_to(model: torch.nn.Module, name: str, by_id: dict) -> str | None:

@@ -116,3 +116,29 @@ def test_l_step_must_be_callable():
 
 def test_compression_error_is_a_value_error():
     assert issubclass(lc.CompressionError, ValueError)
+
+
+class Blocks(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.blocks = torch.nn.ModuleList(torch.nn.ModuleDict({"attn": torch.nn.Linear(4, 4), "mlp": torch.nn.Linear(4, 4)})
+                                          for _ in range(3))
+        self.head = torch.nn.Linear(4, 4, bias=False)
+        self.embed = torch.nn.Linear(4, 4, bias=False)
+        self.head.weight = self.embed.weight                 # tied
+
+
+def test_param_patterns_match_in_model_order_and_tied_tensors_once():
+    net = Blocks()
+    assert lc.match(net, "blocks.*.attn.weight") == [f"blocks.{i}.attn.weight" for i in range(3)]
+    assert lc.match(net, "blocks.?.*.weight", "blocks.0.attn.weight") == [
+        f"blocks.{i}.{k}.weight" for i in range(3) for k in ("attn", "mlp")]
+    assert lc.match(net, "*.weight")[-1] == "head.weight" and "embed.weight" not in lc.match(net, "*.weight")
+    c = lc.Compressed.direct(net, {lc.Param("blocks.*.mlp.weight"): (lc.AsVector, lc.ConstraintL0Pruning(kappa=5))})
+    assert c.tasks[0].param_names == tuple(f"blocks.{i}.mlp.weight" for i in range(3))
+    with pytest.raises(lc.CompressionError, match=r"pattern 'blocks.\*.atn.weight' matches no parameter.*did you "
+                                                  r"mean"):
+        lc.Compressed.direct(net, {lc.Param("blocks.*.atn.weight"): (lc.AsVector, lc.ConstraintL0Pruning(kappa=5))})
+    with pytest.raises(lc.CompressionError, match="appears in two tasks"):
+        lc.Compressed.direct(net, {lc.Param("blocks.0.*"): (lc.AsVector, lc.ConstraintL0Pruning(kappa=5)),
+                                   lc.Param("blocks.0.attn.weight"): (lc.AsVector, lc.ConstraintL0Pruning(kappa=5))})
