@@ -40,6 +40,13 @@ __all__ = ["TaskConfig", "Classification", "LStep", "compression_tasks", "weight
 
 log = logging.getLogger(__name__)
 
+L_STEP_LR = {"sgd": 0.1, "adam": 1e-3, "adamw": 1e-3}
+"""The L step's optimizers (``TaskConfig.optimizer``) and their default learning rates in LC step 0."""
+
+# Fields added after results were first made, at the value that gives those results: left out of a fingerprint
+# at that value, so that earlier run ids and output directories stay valid.
+_LATER_FIELDS = {"optimizer": "sgd"}
+
 
 def _field(default, help: str):
     return field(default=default, metadata={"help": help})
@@ -60,8 +67,13 @@ class TaskConfig:
     ref_lr: float = _field(0.1, "reference training: initial learning rate")
     ref_lr_decay: float = _field(0.95, "reference training: learning rate × this after every epoch")
     weight_decay: float = _field(0.0, "reference training: weight decay (the L step has none)")
-    momentum: float = _field(0.9, "Nesterov momentum (reference and L step)")
-    lr: float = _field(0.1, "L step: learning rate in LC step 0")
+    momentum: float = _field(0.9, "Nesterov momentum (reference, and L step with sgd)")
+    optimizer: str = _field("sgd", "L step: sgd (Nesterov momentum, a fresh optimizer per LC step, the penalty's "
+                                   "gradient added to the loss's: the LC papers' L step) | adam | adamw (one "
+                                   "optimizer kept across the LC steps, the penalty applied by "
+                                   "lc_penalty.step(optimizer)); the reference is trained with SGD either way")
+    lr: float | None = _field(None, "L step: learning rate in LC step 0 (default: 0.1 for sgd, 1e-3 for adam and "
+                                    "adamw)")
     lr_decay: float = _field(0.98, "L step: learning rate × this after every LC step (lr · lr_decay^j)")
     epochs_per_step: int = _field(2, "L step: epochs per LC step")
     first_step_epochs: int | None = _field(None, "L step: epochs of the first LC step (default: epochs_per_step)")
@@ -69,8 +81,14 @@ class TaskConfig:
     temperature: float = _field(4.0, "L step: softmax temperature T of the distillation term")
     device: str = _field("cpu", "torch device of data, model and C steps; not in any key")
 
+    def l_step_lr(self) -> float:
+        """The L step's learning rate in LC step 0: ``lr``, or the optimizer's default (:data:`L_STEP_LR`)."""
+        return L_STEP_LR[self.optimizer] if self.lr is None else self.lr
+
     def check(self) -> None:
-        positive = {"batch_size": self.batch_size, "ref_lr": self.ref_lr, "lr": self.lr,
+        if self.optimizer not in L_STEP_LR:
+            raise CompressionError(f"TaskConfig.optimizer={self.optimizer!r}: choose one of {', '.join(L_STEP_LR)}")
+        positive = {"batch_size": self.batch_size, "ref_lr": self.ref_lr, "lr": self.l_step_lr(),
                     "epochs_per_step": self.epochs_per_step, "temperature": self.temperature}
         for name, v in positive.items():
             if not v > 0:
@@ -134,8 +152,12 @@ class Classification:
         return self.config.seed
 
     def fingerprint(self) -> dict:
-        """Every field of the config but where the data and the model live."""
-        return {k: v for k, v in dataclasses.asdict(self.config).items() if k not in ("data_dir", "device")}
+        """Every field of the config but where the data and the model live, the L step's learning rate resolved
+        (``lr=None`` and the optimizer's default are one run), and fields added later left out at the value that
+        gives the results made before them (``optimizer="sgd"``)."""
+        fields = {k: v for k, v in dataclasses.asdict(self.config).items() if k not in ("data_dir", "device")
+                  and _LATER_FIELDS.get(k, ...) != v}
+        return {**fields, "lr": self.config.l_step_lr()}
 
     def make_model(self) -> nn.Module:
         return make_model(self.config.model, self.data.input_shape, self.data.num_classes,
@@ -149,9 +171,12 @@ class Classification:
 
     # ------------------------------------------------------------------------------------------ training
     def train_epoch(self, model: nn.Module, optimizer: torch.optim.Optimizer,
-                    penalty: Callable[[], torch.Tensor] | None = None, teacher: nn.Module | None = None) -> float:
+                    penalty: Callable[[], torch.Tensor] | None = None, teacher: nn.Module | None = None,
+                    decoupled: bool = False) -> float:
         """One pass over the training set minimising loss (+ ``penalty()``); returns the mean loss (without the
-        penalty). lc's penalty adds its gradient directly (``add_grad_``), which is cheaper than autograd."""
+        penalty). lc's penalty adds its gradient directly (``add_grad_``), which is cheaper than autograd;
+        ``decoupled``: the penalty is left out of the loss and applied after every optimizer step as the proximal
+        step in the optimizer's own metric (``penalty.step(optimizer)``), as adaptive optimizers need."""
         c = self.config
         add_grad = getattr(penalty, "add_grad_", None)
         model.train()
@@ -167,13 +192,15 @@ class Classification:
                 with torch.no_grad():
                     target = teacher(x)
                 loss = (1 - c.distill) * loss + c.distill * _distillation(logits, target, c.temperature)
-            if penalty is None or add_grad is not None:
+            if penalty is None or decoupled or add_grad is not None:
                 loss.backward()
             else:
                 (loss + penalty()).backward()
-            if add_grad is not None:
+            if add_grad is not None and not decoupled:
                 add_grad()                        # + ∇ μ/2‖w − Δ(Θ) − λ/μ‖², without an autograd graph
             optimizer.step()
+            if penalty is not None and decoupled:
+                penalty.step(optimizer)           # w ← prox of μ/2‖w − Δ(Θ) − λ/μ‖² in the optimizer's metric
             total, n = total + float(loss.detach()) * len(y), n + len(y)
         return total / n
 
@@ -256,16 +283,48 @@ def _save_new(obj, path: Path) -> None:
 
 class LStep:
     """``l_step_optimization(model, lc_penalty, j)``: ``epochs_per_step`` epochs (``first_step_epochs`` in step
-    0) of SGD with Nesterov momentum at lr·lr_decay^j on cross-entropy (+ distillation) + ``lc_penalty()``.
-    A fresh optimizer per LC step, as in the LC papers."""
+    0) at lr·lr_decay^j on cross-entropy (+ distillation) and the LC penalty, by ``TaskConfig.optimizer``:
+
+    - ``sgd``: SGD with Nesterov momentum, a fresh optimizer per LC step, the penalty's gradient added to the
+      loss's (as in the LC papers);
+    - ``adam``, ``adamw``: one optimizer kept across the LC steps (a new one would restart its moment estimates
+      at every L step), the penalty applied after every optimizer step by ``lc_penalty.step(optimizer)``, never in
+      the loss (an adaptive optimizer would rescale its gradient). The optimizer's state is this object's
+      ``state_dict()``, which :class:`lc.Algorithm` checkpoints.
+    """
 
     def __init__(self, task: Classification, teacher: nn.Module | None = None):
         self.task, self.teacher = task, teacher
         self.losses: list[float] = []
+        self.kept: torch.optim.Optimizer | None = None        # adam/adamw: the optimizer of every LC step
+        self._saved: dict | None = None                        # its state from a checkpoint, until the next step
 
     def __call__(self, model: nn.Module, lc_penalty: Callable[[], torch.Tensor], step: int) -> None:
         c = self.task.config
         epochs = c.first_step_epochs if (step == 0 and c.first_step_epochs) else c.epochs_per_step
-        opt = self.task.optimizer(model, c.lr * c.lr_decay ** step)
+        lr = c.l_step_lr() * c.lr_decay ** step
+        decoupled = c.optimizer != "sgd"
+        opt = self._kept(model, lr) if decoupled else self.task.optimizer(model, lr)
         for _ in range(epochs):
-            self.losses.append(self.task.train_epoch(model, opt, lc_penalty, self.teacher))
+            self.losses.append(self.task.train_epoch(model, opt, lc_penalty, self.teacher, decoupled=decoupled))
+
+    def _kept(self, model: nn.Module, lr: float) -> torch.optim.Optimizer:
+        if self.kept is None:
+            make = torch.optim.Adam if self.task.config.optimizer == "adam" else torch.optim.AdamW
+            self.kept = make(model.parameters(), lr=lr)
+            if self._saved is not None:
+                self.kept.load_state_dict(self._saved)
+                self._saved = None
+        for group in self.kept.param_groups:
+            group["lr"] = lr
+        return self.kept
+
+    def state_dict(self) -> dict:
+        """The kept optimizer's state (adam, adamw), for :class:`lc.Algorithm`'s checkpoints; empty for sgd."""
+        if self.kept is not None:
+            return {"optimizer": self.kept.state_dict()}
+        return {"optimizer": self._saved} if self._saved is not None else {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore the kept optimizer (built on the model at the next L step, then loaded)."""
+        self.kept, self._saved = None, state.get("optimizer")
