@@ -19,6 +19,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +34,8 @@ from lc._io import write_atomic
 
 from . import adapter
 from .adapter import compression_tasks, flops, weight_names
-from .data import Dataset, load
+from .custom import _runs, instantiate, is_import_path, load_weights, source_sha256, weights_sha256
+from .data import DATASETS, Dataset, load
 from .models import make_model
 
 __all__ = ["TaskConfig", "Classification", "LStep", "compression_tasks", "weight_names", "flops"]
@@ -45,7 +47,7 @@ L_STEP_LR = {"sgd": 0.1, "adam": 1e-3, "adamw": 1e-3}
 
 # Fields added after results were first made, at the value that gives those results: left out of a fingerprint
 # at that value, so that earlier run ids and output directories stay valid.
-_LATER_FIELDS = {"optimizer": "sgd"}
+_LATER_FIELDS = {"optimizer": "sgd", "weights": None}
 
 
 def _field(default, help: str):
@@ -57,8 +59,14 @@ class TaskConfig:
     """One classification task: data, model, and the hyperparameters of its reference training and its L step
     (the same for every compression scheme). Each field's ``metadata["help"]`` documents it."""
 
-    dataset: str = _field("digits", "dataset: digits (embedded) | mnist | cifar10")
-    model: str = _field("lenet300", "model: lenet300 | lenet5 | resnet20 | resnet32 | resnet56 | resnet110 | vgg16")
+    dataset: str = _field("digits", "dataset: digits (embedded) | mnist | cifar10 | FILE.npz (your arrays x_train, "
+                                    "y_train, x_test, y_test, used as they are) | MODULE:ATTR (your function "
+                                    "returning a tasks.data.Dataset or (x_train, y_train, x_test, y_test))")
+    model: str = _field("lenet300", "model: lenet300 | lenet5 | resnet20 | resnet32 | resnet56 | resnet110 | vgg16 | "
+                                    "MODULE:ATTR (your nn.Module class or factory, e.g. mypkg.models:SmallCNN)")
+    weights: str | None = _field(None, "a file of the model's trained weights (torch.save(model.state_dict(), "
+                                       "path)): the reference, used as it is, never retrained; the file's path is "
+                                       "in no key, a hash of its weights is")
     data_dir: str | None = _field(None, "directory of the dataset's files (default: $LC_DATA_DIR); not in any key")
     seed: int = _field(0, "seed of the model's initialisation and of the reference's batch order")
     batch_size: int = _field(128, "minibatch size (reference and L step)")
@@ -132,12 +140,21 @@ class Classification:
     higher_is_better = False
 
     def __init__(self, config: TaskConfig = TaskConfig(), data: Dataset | None = None):
+        """Loads the data, and your model and weights if the config names them: every mistake there (a module
+        that does not import, weights that do not fit, a model that does not run on the data) is an error now,
+        before any training."""
         config.check()
         self.config = config
         self.data = data if data is not None else load(config.dataset, config.data_dir)
         self.device = torch.device(config.device)
         self._xtr, self._ytr = self.data.x_train.to(self.device), self.data.y_train.to(self.device)
         self._xte, self._yte = self.data.x_test.to(self.device), self.data.y_test.to(self.device)
+        self._trained: nn.Module | None = None          # the reference read from config.weights
+        if is_import_path(config.model) or config.weights is not None:
+            model = self.make_model()
+            if config.weights is not None:
+                self._trained = load_weights(model, config.weights).to(self.device)
+            _runs(model, self.example_input(2))
 
     @property
     def name(self) -> str:
@@ -151,17 +168,32 @@ class Classification:
     def seed(self) -> int:
         return self.config.seed
 
+    @property
+    def chance(self) -> float:
+        """The error from which a model counts as no better than chance: 1 − 1/classes − 0.05 (a sweep flags runs
+        that end there)."""
+        return 1 - 1 / self.data.num_classes - 0.05
+
     def fingerprint(self) -> dict:
-        """Every field of the config but where the data and the model live, the L step's learning rate resolved
-        (``lr=None`` and the optimizer's default are one run), and fields added later left out at the value that
-        gives the results made before them (``optimizer="sgd"``)."""
-        fields = {k: v for k, v in dataclasses.asdict(self.config).items() if k not in ("data_dir", "device")
+        """Every field of the config but where the data, the model and its weights live, the L step's learning rate
+        resolved (``lr=None`` and the optimizer's default are one run), fields added later left out at the value
+        that gives the results made before them (``optimizer="sgd"``, no ``weights``); for your own pieces, sha256
+        of the weights, of the model's source file and of the data's tensors."""
+        c = self.config
+        fields = {k: v for k, v in dataclasses.asdict(c).items() if k not in ("data_dir", "device", "weights")
                   and _LATER_FIELDS.get(k, ...) != v}
-        return {**fields, "lr": self.config.l_step_lr()}
+        own = {"weights_sha256": weights_sha256(self._trained) if self._trained is not None else None,
+               "model_source_sha256": source_sha256(c.model) if is_import_path(c.model) else None,
+               "data": self.data.fingerprint() if c.dataset not in DATASETS else None}
+        return {**fields, "lr": c.l_step_lr(), **{k: v for k, v in own.items() if v is not None}}
 
     def make_model(self) -> nn.Module:
-        return make_model(self.config.model, self.data.input_shape, self.data.num_classes,
-                          seed=self.config.seed).to(self.device)
+        """A freshly initialised model (seeded): one of :data:`tasks.models.MODELS`, or yours (``MODULE:ATTR``)."""
+        c = self.config
+        if not is_import_path(c.model):
+            return make_model(c.model, self.data.input_shape, self.data.num_classes, seed=c.seed).to(self.device)
+        torch.manual_seed(c.seed)
+        return copy.deepcopy(instantiate(c.model, self.data.input_shape, self.data.num_classes)).to(self.device)
 
     def example_input(self, batch_size: int = 1) -> torch.Tensor:
         return torch.zeros(batch_size, *self.data.input_shape, device=self.device)
@@ -235,16 +267,24 @@ class Classification:
 
     # ------------------------------------------------------------------------------------------ reference
     def reference_key(self) -> str:
-        """sha256 of the reference's full training config and of the data's tensors."""
+        """sha256 of the reference's full training config and of the data's tensors (and of the source file of
+        your model, ``MODULE:ATTR``)."""
         spec = {**self.config.reference_fields(), "data": self.data.fingerprint(),
                 "input_shape": list(self.data.input_shape)}
+        if is_import_path(self.config.model):
+            spec["model_source_sha256"] = source_sha256(self.config.model)
         return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
 
     def reference(self, cache_dir: str | Path | None = None, on_epoch: Callable | None = None) -> nn.Module:
-        """The reference model w̄: loaded from ``cache_dir`` if a model of the same key is there, else trained
-        (``ref_epochs`` epochs of SGD) and saved there. A cached file is never overwritten."""
+        """The reference model w̄: read from ``weights`` if the config names a file (never trained); else loaded
+        from ``cache_dir`` if a model of the same key is there, else trained (``ref_epochs`` epochs of SGD) and
+        saved there. A cached file is never overwritten."""
+        if self._trained is not None:
+            log.info("reference: the weights of %s (not retrained)", self.config.weights)
+            return copy.deepcopy(self._trained)
         key = self.reference_key()
-        path = Path(cache_dir) / f"{self.config.dataset}-{self.config.model}-{key[:16]}.pt" if cache_dir else None
+        stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{self.config.dataset}-{self.config.model}")
+        path = Path(cache_dir) / f"{stem}-{key[:16]}.pt" if cache_dir else None
         model = self.make_model()
         if path is not None and path.exists():
             saved = torch.load(path, map_location=self.device, weights_only=True)
