@@ -4,7 +4,12 @@ same L step (one fixed set of training hyperparameters per task).
     python -m experiments.tradeoff                                  # digits + LeNet300, a few minutes on a CPU
     python -m experiments.tradeoff --config experiments/configs/lenet300_mnist.toml --data-dir /data/mnist
     python -m experiments.tradeoff --families pruning quantization --values pruning=0.05,0.1 --steps 30
+    lc-tradeoff --model mypkg.models:SmallCNN --weights small_cnn.pt --dataset mypkg.data:load   # yours
     lc-tradeoff --help
+
+Your model (``--model MODULE:ATTR``) with its trained weights (``--weights FILE``, a state_dict: the reference, not
+retrained) and your data (``--dataset MODULE:ATTR`` or ``FILE.npz``) are loaded, and every mistake there reported,
+before anything is trained; from Python, :class:`tasks.custom.Custom` takes your own L step and evaluation too.
 
 Trains (or loads from ``--cache-dir``) the reference, then runs every (family, value) of the sweep with
 :class:`lc.Algorithm` through the sweep driver (:mod:`experiments.sweep`, with the classification adapter).

@@ -18,8 +18,9 @@ and offers:
                                             flags runs that end there (the classifier: error ≥ 1 − 1/classes − 0.05)
 ==========================================  ==========================================================================
 
-:class:`tasks.classification.Classification` (image classifiers) and :class:`tasks.qnetwork.QNetwork` (double-DQN
-Q-networks) implement it; any object with these members does (a ``typing.Protocol``: no base class needed).
+:class:`tasks.classification.Classification` (image classifiers), :class:`tasks.qnetwork.QNetwork` (double-DQN
+Q-networks) and :class:`tasks.custom.Custom` (your trained model, L step and evaluation) implement it; any object
+with these members does (a ``typing.Protocol``: no base class needed).
 """
 from __future__ import annotations
 
