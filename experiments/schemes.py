@@ -146,10 +146,10 @@ FAMILIES: dict[str, Family] = {f.name: f for f in [
     Family("pruning", "kept fraction", (0.01, 0.02, 0.05, 0.1),
            lambda f, shapes: (AsVector, lc.ConstraintL0Pruning(kappa=kappa_of(f, shapes))), joint=True,
            description="ℓ0 constraint over all weights together: keep a fraction of them"),
-    Family("rank", "target ratio", (2, 5, 10), lambda r, shapes: _rank_budget(r, "storage"), mu0=1e-3,
+    Family("rank", "target ratio", (2, 4, 8), lambda r, shapes: _rank_budget(r, "storage"), mu0=1e-3,
            at_least=1, description="the ranks of all weight matrices chosen together (lc.RankBudget) so that "
                                    "their storage is 1/ratio of the dense matrices'"),
-    Family("rank-flops", "FLOPs reduction", (2, 5, 10), lambda r, shapes: _rank_budget(r, "flops"), mu0=1e-3,
+    Family("rank-flops", "FLOPs reduction", (2, 4, 8), lambda r, shapes: _rank_budget(r, "flops"), mu0=1e-3,
            at_least=1, description="the ranks of all weight matrices chosen together (lc.RankBudget) so that "
                                    "their multiply-adds are 1/ratio of the dense layers'"),
     Family("rank-alpha", "alpha", (1e-5, 3e-5, 1e-4),
