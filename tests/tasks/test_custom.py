@@ -274,3 +274,23 @@ def test_weights_of_another_shape_are_listed(user_package, tmp_path):
     with pytest.raises(lc.CompressionError, match=r"other shapes: fc.weight: file \(7, 256\), model \(10, 256\), "
                                                   r"fc.bias: file \(7,\), model \(10,\)"):
         tradeoff.run_sweep(tradeoff.load_config(cli(root, tmp_path / "out", "--weights", str(tmp_path / "seven.pt"))))
+
+
+def test_a_users_model_without_weights_is_trained_by_the_jobs_recipe_and_cached(user_package, tmp_path):
+    from tasks.classification import Classification, TaskConfig
+    root, _ = user_package
+    task = Classification(TaskConfig(model="lcuser.models:SmallCNN", ref_epochs=1))
+    net = task.reference(cache_dir=tmp_path)
+    (cached,) = tmp_path.iterdir()
+    assert cached.name.startswith("digits-lcuser.models_SmallCNN-")          # a file name, whatever the spec
+    again = task.reference(cache_dir=tmp_path)
+    assert weights_sha256(again) == weights_sha256(net)                      # loaded, not trained again
+    # the model's source is in the key: an edited module is another reference
+    before = task.reference_key()
+    models = root / "lcuser" / "models.py"
+    text = models.read_text()
+    try:
+        models.write_text(text + "\n# edited\n")
+        assert Classification(TaskConfig(model="lcuser.models:SmallCNN", ref_epochs=1)).reference_key() != before
+    finally:
+        models.write_text(text)
