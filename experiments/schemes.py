@@ -26,7 +26,7 @@ import lc
 from lc import AsIs, AsVector
 from tasks.adapter import compression_tasks, weight_names
 
-__all__ = ["Family", "Scheme", "FAMILIES", "family", "parse_scheme", "rank_of", "kappa_of", "quantized"]
+__all__ = ["Family", "Scheme", "FAMILIES", "RENAMED", "family", "parse_scheme", "rank_of", "kappa_of", "quantized"]
 
 
 @dataclass(frozen=True)
@@ -197,7 +197,7 @@ FAMILIES: dict[str, Family] = {f.name: f for f in [
 ]}
 
 _PRUNED_QUANT = re.compile(r"pruned-quant(\d+)")
-_RENAMED = {"rank-budget": "rank (a target storage ratio, met by lc.RankBudget)"}
+RENAMED = {"rank-budget": "rank (a target storage ratio, met by lc.RankBudget)"}   # old name → new
 
 
 def family(name: str) -> Family:
@@ -211,8 +211,8 @@ def family(name: str) -> Family:
         return Family(name, "kept fraction", (0.25,), lambda f, shapes: (AsVector, lc.PrunedQuantization(
             kappa=kappa_of(f, shapes), k=k)), joint=True,
             description=f"keep a fraction of all weights together, their values from one codebook of {k} entries")
-    if name in _RENAMED:
-        raise lc.CompressionError(f"family {name!r} is now called {_RENAMED[name]}")
+    if name in RENAMED:
+        raise lc.CompressionError(f"family {name!r} is now called {RENAMED[name]}")
     raise lc.CompressionError(f"unknown family {name!r}; choose among {', '.join(FAMILIES)}, or pruned-quantK "
                               "(K the codebook size)")
 

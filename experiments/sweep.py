@@ -32,7 +32,7 @@ from tasks.adapter import Adapter, flops
 from .cli import option
 from .progress import bar
 from .runs import RunStore
-from .schemes import FAMILIES, Family, family
+from .schemes import FAMILIES, RENAMED, Family, family
 
 __all__ = ["Sweep", "run", "columns", "chosen", "DEFAULT_FAMILIES", "LATENCY", "STARTS", "UNCOMPRESSED"]
 
@@ -96,16 +96,16 @@ class Sweep:
 
 
 def _families(config: Sweep) -> list[tuple[Family, tuple]]:
-    unknown = {}
+    unknown = []
     for name in [*config.families, *config.values, *config.family_mu0]:
         try:
             family(name)
-        except lc.CompressionError as e:
-            unknown[name] = str(e)
+        except lc.CompressionError:
+            unknown.append(name)
     if unknown:
-        renamed = [m for m in unknown.values() if "now called" in m]
-        raise lc.CompressionError(f"unknown families {list(unknown)}; choose among {', '.join(FAMILIES)}, or "
-                                  "pruned-quantK (K the codebook size)" + "".join(f"; {m}" for m in renamed))
+        renamed = "".join(f"; {n!r} is now called {RENAMED[n]}" for n in unknown if n in RENAMED)
+        raise lc.CompressionError(f"unknown families {unknown}; choose among {', '.join(FAMILIES)}, or "
+                                  f"pruned-quantK (K the codebook size){renamed}")
     out = [(family(name), tuple(config.values.get(name, family(name).values))) for name in config.families]
     for fam, values in out:
         for v in values:

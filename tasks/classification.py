@@ -34,9 +34,9 @@ from lc._io import write_atomic
 
 from . import adapter
 from .adapter import compression_tasks, flops, weight_names
-from .custom import _runs, instantiate, is_import_path, load_weights, source_sha256, weights_sha256
+from .custom import check_forward, instantiate, is_import_path, load_weights, source_sha256, weights_sha256
 from .data import DATASETS, Dataset, load
-from .models import make_model
+from .models import MODELS, make_model
 
 __all__ = ["TaskConfig", "Classification", "LStep", "compression_tasks", "weight_names", "flops"]
 
@@ -47,7 +47,7 @@ L_STEP_LR = {"sgd": 0.1, "adam": 1e-3, "adamw": 1e-3}
 
 # Fields added after results were first made, at the value that gives those results: left out of a fingerprint
 # at that value, so that earlier run ids and output directories stay valid.
-_LATER_FIELDS = {"optimizer": "sgd", "weights": None}
+_LATER_FIELDS = {"optimizer": "sgd"}
 
 
 def _field(default, help: str):
@@ -94,6 +94,10 @@ class TaskConfig:
         return L_STEP_LR[self.optimizer] if self.lr is None else self.lr
 
     def check(self) -> None:
+        if self.model not in MODELS and not is_import_path(self.model):
+            raise CompressionError(f"unknown model {self.model!r}; choose one of {', '.join(MODELS)}, or give your "
+                                   "own as MODULE:ATTR (e.g. mypkg.models:SmallCNN, with --weights FILE for its "
+                                   "trained weights)")
         if self.optimizer not in L_STEP_LR:
             raise CompressionError(f"TaskConfig.optimizer={self.optimizer!r}: choose one of {', '.join(L_STEP_LR)}")
         positive = {"batch_size": self.batch_size, "ref_lr": self.ref_lr, "lr": self.l_step_lr(),
@@ -154,7 +158,7 @@ class Classification:
             model = self.make_model()
             if config.weights is not None:
                 self._trained = load_weights(model, config.weights).to(self.device)
-            _runs(model, self.example_input(2))
+            check_forward(model, self.example_input(2))
 
     @property
     def name(self) -> str:
@@ -177,8 +181,8 @@ class Classification:
     def fingerprint(self) -> dict:
         """Every field of the config but where the data, the model and its weights live, the L step's learning rate
         resolved (``lr=None`` and the optimizer's default are one run), fields added later left out at the value
-        that gives the results made before them (``optimizer="sgd"``, no ``weights``); for your own pieces, sha256
-        of the weights, of the model's source file and of the data's tensors."""
+        that gives the results made before them (``optimizer="sgd"``); for your own pieces, sha256 of the weights
+        (not their file's path), of the model's source file and of the data's tensors."""
         c = self.config
         fields = {k: v for k, v in dataclasses.asdict(c).items() if k not in ("data_dir", "device", "weights")
                   and _LATER_FIELDS.get(k, ...) != v}

@@ -34,7 +34,7 @@ from . import adapter
 from .data import DataError, Dataset
 
 __all__ = ["Custom", "import_object", "instantiate", "load_weights", "load_dataset", "weights_sha256",
-           "source_sha256", "is_import_path"]
+           "source_sha256", "is_import_path", "check_forward"]
 
 
 # ---------------------------------------------------------------------------------------------- the adapter
@@ -74,7 +74,7 @@ class Custom:
         self._make_l_step = _l_step_maker(l_step)
         self.name, self.metric, self.higher_is_better = name, metric, bool(higher_is_better)
         self.key, self.split, self.seed, self.chance, self.names = key, split, seed, chance, names
-        _runs(reference, self._example)
+        check_forward(reference, self._example)
         if names is not None:
             adapter.compression_tasks(reference, lambda shapes: None, names=names)    # names that exist
 
@@ -149,7 +149,7 @@ def _takes(f, n: int) -> bool:
         return n == 3
 
 
-def _runs(model: nn.Module, x: torch.Tensor) -> None:
+def check_forward(model: nn.Module, x: torch.Tensor) -> None:
     """The model runs on the example input (eval mode, no gradients, every module's mode restored), or an error."""
     from lc._hooks import forward_with_hooks
     try:

@@ -236,6 +236,7 @@ def test_the_command_line_in_a_process_of_its_own(user_package, tmp_path):
 
 
 @pytest.mark.parametrize("args, match", [
+    (["--model", "mine"], r"unknown model 'mine'; choose one of lenet300, .*, or give your own as MODULE:ATTR"),
     (["--model", "nopkg.models:SmallCNN"], r"cannot import 'nopkg.models'.*PYTHONPATH"),
     (["--model", "lcuser.models:SmallCNNN"], r"no attribute 'SmallCNNN'; did you mean SmallCNN"),
     (["--model", "lcuser.models:not_a_model"], r"is a int: give an nn.Module class"),
