@@ -26,7 +26,7 @@ def measure(task: Classification, repeats: int) -> dict[str, list[float]]:
     times = {"with": [], "without": []}
 
     def l_step(model, lc_penalty, step):
-        opt = task.optimizer(model, task.config.lr)
+        opt = task.optimizer(model, task.config.l_step_lr())
         task.train_epoch(model, opt, lc_penalty)                        # warm-up, not timed
         for r in range(repeats):
             for use in (("with", "without") if r % 2 == 0 else ("without", "with")):

@@ -7,6 +7,7 @@ nothing of how they were made.
 from __future__ import annotations
 
 import io
+import statistics
 import sys
 from collections import defaultdict
 from dataclasses import dataclass
@@ -42,25 +43,76 @@ def save_figure(fig, path: str | Path, dpi: int = 120) -> None:
     write_bytes_atomic(path, buffer.getvalue(), what="the plot")
 
 
+def useful_limit(values: list[float], reference: float, *, higher_is_better: bool,
+                 flagged: list[bool] | None = None) -> float | None:
+    """The edge of the y axis on the bad side (top for an error, bottom for a return) that keeps the useful points
+    readable, or None to leave the axis alone. Outliers: points ``flagged`` (at chance, by the rows' ``warning``)
+    and points far beyond the others on the bad side (beyond Q3 + 3·IQR of the points not flagged, the IQR at least
+    10% of the median's distance from the reference; with four such points or more). The edge: 3 × the worst other
+    value for an error (a quantity whose zero is perfect), else that value plus the others' range; never beyond
+    the worst point."""
+    sign = -1 if higher_is_better else 1                 # bad = larger sign·value
+    bad = [sign * v for v in values]
+    flagged = flagged or [False] * len(values)
+    far = [False] * len(values)
+    others = [b for b, f in zip(bad, flagged) if not f]
+    if len(others) >= 4:
+        q1, median, q3 = statistics.quantiles(others, n=4, method="inclusive")
+        spread = max(q3 - q1, 0.1 * abs(median - sign * reference), 1e-12)
+        far = [b > q3 + 3 * spread for b in bad]
+    kept = [b for b, f, x in zip(bad, flagged, far) if not (f or x)] + [sign * reference]
+    if len(kept) == len(values) + 1:
+        return None
+    worst = max(kept)
+    edge = 3 * worst if not higher_is_better and min(kept) >= 0 else worst + (worst - min(kept) or abs(worst) or 1)
+    edge = min(edge, max(bad))
+    return sign * edge if edge < max(bad) else None
+
+
 def plot_rows(rows: list[dict], path: str | Path) -> None:
-    """One PNG at ``path``; an empty ``rows`` gives an empty plot with the axes labelled."""
+    """One PNG at ``path``; an empty ``rows`` gives an empty plot with the axes labelled. One curve per family and
+    start of the LC path (the rows' ``start``: a run from μ → 0⁺ is its own curve); points beyond the useful range
+    (:func:`useful_limit`) are drawn at the axis's edge as arrows, labelled with their value."""
     metric = _metric(rows)
     scale, label = (100, "test error (%)") if metric == "error" else (1, f"test {metric}")
+    higher = bool(rows[0].get("higher_is_better", metric != "error")) if rows else False
     fig, ax = plt.subplots(figsize=(7, 4.5))
     curves = defaultdict(list)
     for r in rows:
-        curves[r["family"]].append(r)
-    for family, rs in sorted(curves.items()):
+        curves[r["family"], r.get("start") or "first"].append(r)
+    value = lambda r: scale * r[f"test_{metric}"]  # noqa: E731
+    ref = scale * rows[0][f"reference_{metric}"] if rows else 0.0
+    limit = useful_limit([value(r) for r in rows], ref, higher_is_better=higher,
+                         flagged=["chance" in (r.get("warning") or "") for r in rows]) if rows else None
+    beyond = (lambda y: y < limit) if higher else (lambda y: y > limit)  # noqa: E731
+    for (family, start), rs in sorted(curves.items()):
         rs.sort(key=lambda r: r["ratio"])
-        ax.plot([r["ratio"] for r in rs], [scale * r[f"test_{metric}"] for r in rs], "o-", label=family)
+        name = family + (" (from μ → 0)" if start == "zero" else "")
+        line, = ax.plot([r["ratio"] for r in rs], [value(r) for r in rs], "o-" if start != "zero" else "s--",
+                        label=name)
         for r in rs:
-            ax.annotate(f"{r['value']}", (r["ratio"], scale * r[f"test_{metric}"]), fontsize=7,
-                        textcoords="offset points", xytext=(3, 3))
+            if limit is not None and beyond(value(r)):
+                ax.plot([r["ratio"]], [limit], "v" if higher else "^", color=line.get_color(), ms=9, clip_on=False)
+                ax.annotate(f"{value(r):.3g}{'%' if metric == 'error' else ''}", (r["ratio"], limit), fontsize=7,
+                            color=line.get_color(), textcoords="offset points", xytext=(4, -10 if higher else 3),
+                            annotation_clip=False)
+            else:
+                ax.annotate(f"{r['value']}", (r["ratio"], value(r)), fontsize=7, textcoords="offset points",
+                            xytext=(3, 3))
     if rows:
-        ref = scale * rows[0][f"reference_{metric}"]
         ax.axhline(ref, color="k", ls="--", lw=1,
                    label=f"reference ({ref:.2f}%)" if metric == "error" else f"reference ({ref:.4g})")
         ax.set_title(f"{rows[0]['task']} — {rows[0]['split']}", fontsize=9)
+    if limit is not None:
+        inside = [value(r) for r in rows if not beyond(value(r))] + [ref]
+        near = min(inside) if not higher else max(inside)           # the good end of the useful range
+        margin = 0.05 * abs(limit - near)
+        if not higher:
+            ax.set_ylim(max(0.0, near - margin) if metric == "error" else near - margin, limit)
+        else:
+            ax.set_ylim(limit, near + margin)
+        ax.text(0.01, 0.99 if not higher else 0.01, "arrows: beyond the axis (value written)", fontsize=7,
+                transform=ax.transAxes, va="top" if not higher else "bottom", alpha=0.7)
     ax.set_xscale("log")
     ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1, 2, 5)))
     ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x:g}×"))

@@ -56,11 +56,12 @@ def _alive(pid: int) -> bool:
 
 
 def csv_text(rows: list[dict], columns: Sequence[str] = ()) -> str:
-    """``rows`` as CSV text: ``columns`` (default: every key of the rows, in order of appearance), a header line."""
+    """``rows`` as CSV text: ``columns`` (default: every key of the rows, in order of appearance), a header line;
+    a value that is a dict or a list (a row's ``chosen``) is written as JSON."""
     text = io.StringIO(newline="")
     w = csv.DictWriter(text, list(columns) or list(dict.fromkeys(k for r in rows for k in r)), extrasaction="ignore")
     w.writeheader()
-    w.writerows(rows)
+    w.writerows({k: json.dumps(v) if isinstance(v, (dict, list)) else v for k, v in r.items()} for r in rows)
     return text.getvalue()
 
 

@@ -26,7 +26,7 @@ import lc
 from lc import AsIs, AsVector
 from tasks.adapter import compression_tasks, weight_names
 
-__all__ = ["Family", "Scheme", "FAMILIES", "family", "parse_scheme", "rank_of", "kappa_of", "quantized"]
+__all__ = ["Family", "Scheme", "FAMILIES", "RENAMED", "family", "parse_scheme", "rank_of", "kappa_of", "quantized"]
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,17 @@ class Family:
     build: Callable[[nn.Module, Any], dict] | None = None   # (model, value) → compression_tasks, instead of make
     integer: bool = False                   # the value is an integer (k, bits): parse_scheme reads it as one
     description: str = ""
+    penalty: bool = False                   # a penalty form (α-valued): its path depends on where it starts (μ₁
+                                            # or μ → 0⁺, lc.Algorithm's direct_mu), so a sweep may run both starts
+    at_least: float | None = None           # the smallest value that means something (a target ratio: 1)
+
+    def check(self, value) -> None:
+        """A value of this family's parameter, or a :class:`lc.CompressionError` saying what to give."""
+        if self.at_least is not None and not value >= self.at_least:
+            alpha = FAMILIES.get(f"{self.name}-alpha")
+            raise lc.CompressionError(
+                f"{self.name}={value!r}: the {self.parameter} must be ≥ {self.at_least:g}"
+                + (f"; the family valued by α is {alpha.name}" if alpha is not None else ""))
 
     def tasks(self, model: nn.Module, value, build_tasks: Callable[..., dict] = compression_tasks) -> dict:
         """``compression_tasks`` of this family at ``value`` for ``model`` (weights named by string, so that it
@@ -97,9 +108,15 @@ def rank_of(fraction: float, shape, *, rounding: str) -> int:
 
 
 @functools.cache
-def _budget(ratio: float):
-    """One budget object per target: the layers of a run share it (budgets compare by identity)."""
+def _budget(ratio: float, criterion: str):
+    """One budget object per target and criterion: the layers of a run share it (budgets compare by identity)."""
     return lc.RankBudget(ratio=ratio)
+
+
+def _rank_budget(ratio: float, criterion: str) -> tuple:
+    """Every weight matrix's rank chosen together with the others' to meet ``ratio``: the dense cost of all of
+    them over their compressed cost, counted as stored values (``"storage"``) or multiply-adds (``"flops"``)."""
+    return AsIs, lc.RankSelection(criterion=criterion, budget=_budget(ratio, criterion))
 
 
 def quantized(k: int, per_row: bool = False) -> tuple:
@@ -129,15 +146,18 @@ FAMILIES: dict[str, Family] = {f.name: f for f in [
     Family("pruning", "kept fraction", (0.01, 0.02, 0.05, 0.1),
            lambda f, shapes: (AsVector, lc.ConstraintL0Pruning(kappa=kappa_of(f, shapes))), joint=True,
            description="ℓ0 constraint over all weights together: keep a fraction of them"),
-    Family("rank", "alpha", (1e-5, 3e-5, 1e-4),
-           lambda a, shapes: (AsIs, lc.RankSelection(alpha=a, criterion="storage")), mu0=1e-3,
+    Family("rank", "target ratio", (2, 4, 8), lambda r, shapes: _rank_budget(r, "storage"), mu0=1e-3,
+           at_least=1, description="the ranks of all weight matrices chosen together (lc.RankBudget) so that "
+                                   "their storage is 1/ratio of the dense matrices'"),
+    Family("rank-flops", "FLOPs reduction", (2, 4, 8), lambda r, shapes: _rank_budget(r, "flops"), mu0=1e-3,
+           at_least=1, description="the ranks of all weight matrices chosen together (lc.RankBudget) so that "
+                                   "their multiply-adds are 1/ratio of the dense layers'"),
+    Family("rank-alpha", "alpha", (1e-5, 3e-5, 1e-4),
+           lambda a, shapes: (AsIs, lc.RankSelection(alpha=a, criterion="storage")), mu0=1e-3, penalty=True,
            description="each weight matrix its own rank, chosen by α × storage"),
-    Family("rank-flops", "alpha", (1e-5, 3e-5, 1e-4),
-           lambda a, shapes: (AsIs, lc.RankSelection(alpha=a, criterion="flops")), mu0=1e-3,
+    Family("rank-flops-alpha", "alpha", (1e-5, 3e-5, 1e-4),
+           lambda a, shapes: (AsIs, lc.RankSelection(alpha=a, criterion="flops")), mu0=1e-3, penalty=True,
            description="each weight matrix its own rank, chosen by α × FLOPs"),
-    Family("rank-budget", "target ratio", (2, 5, 10),
-           lambda ratio, shapes: (AsIs, lc.RankSelection(budget=_budget(ratio))), mu0=1e-3,
-           description="ranks of all weight matrices chosen together to meet a storage compression ratio"),
     Family("low-rank", "rank fraction", (0.2, 0.5),
            lambda f, shapes: (AsIs, lc.LowRank(target_rank=rank_of(f, _one(shapes), rounding="round"))), mu0=1e-3,
            description="each weight matrix at rank round(fraction · min(m, n))"),
@@ -149,6 +169,12 @@ FAMILIES: dict[str, Family] = {f.name: f for f in [
     Family("low-rank-all", "rank fraction", (0.25, 0.5),
            lambda f, shapes: (AsIs, lc.LowRank(target_rank=rank_of(f, _one(shapes), rounding="ceil"))),
            description="every weight matrix at rank ⌈fraction · min(m, n)⌉"),
+    Family("pruning-l0-alpha", "alpha", (1e-4, 3e-4, 1e-3),
+           lambda a, shapes: (AsVector, lc.PenaltyL0Pruning(alpha=a)), joint=True, penalty=True,
+           description="ℓ0 penalty α‖θ‖₀ over all weights together (hard thresholding at √(2α/μ))"),
+    Family("pruning-l1-alpha", "alpha", (1e-4, 3e-4, 1e-3),
+           lambda a, shapes: (AsVector, lc.PenaltyL1Pruning(alpha=a)), joint=True, penalty=True,
+           description="ℓ1 penalty α‖θ‖₁ over all weights together (soft thresholding at α/μ)"),
     Family("binary", "-", (1,), lambda v, shapes: (AsVector, lc.ScaledBinaryQuantization()),
            description="each tensor in {−a, a}"),
     Family("ternary", "-", (1,), lambda v, shapes: (AsVector, lc.ScaledTernaryQuantization()),
@@ -171,6 +197,7 @@ FAMILIES: dict[str, Family] = {f.name: f for f in [
 ]}
 
 _PRUNED_QUANT = re.compile(r"pruned-quant(\d+)")
+RENAMED = {"rank-budget": "rank (a target storage ratio, met by lc.RankBudget)"}   # old name → new
 
 
 def family(name: str) -> Family:
@@ -184,6 +211,8 @@ def family(name: str) -> Family:
         return Family(name, "kept fraction", (0.25,), lambda f, shapes: (AsVector, lc.PrunedQuantization(
             kappa=kappa_of(f, shapes), k=k)), joint=True,
             description=f"keep a fraction of all weights together, their values from one codebook of {k} entries")
+    if name in RENAMED:
+        raise lc.CompressionError(f"family {name!r} is now called {RENAMED[name]}")
     raise lc.CompressionError(f"unknown family {name!r}; choose among {', '.join(FAMILIES)}, or pruned-quantK "
                               "(K the codebook size)")
 

@@ -9,6 +9,9 @@ Writes to ``out`` (see :mod:`experiments.runs`, which lets several processes sha
 ``rows.csv``, ``config.json``, ``tradeoff.png`` (:mod:`experiments.plot`), the compressed model of every run
 (``artifacts/<run_id>.lc``, written by ``lc.save``), and the LC checkpoint of each run in progress
 (``checkpoints/<run_id>/``, removed once its row is written). A killed sweep resumes where it stopped.
+
+Every row says what the run chose (``chosen``: per compressed weight, the nonzeros kept, the rank, the codebook
+size) and warns (``warning``, and a logged WARNING) when a run ends uncompressed or at the adapter's chance level.
 """
 from __future__ import annotations
 
@@ -22,29 +25,32 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 import lc
 from tasks.adapter import Adapter, flops
 
 from .cli import option
+from .progress import bar
 from .runs import RunStore
-from .schemes import FAMILIES, Family, family
+from .schemes import FAMILIES, RENAMED, Family, family
 
-__all__ = ["Sweep", "run", "columns", "DEFAULT_FAMILIES", "LATENCY"]
+__all__ = ["Sweep", "run", "columns", "chosen", "DEFAULT_FAMILIES", "LATENCY", "STARTS", "UNCOMPRESSED"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_FAMILIES = ("quantization", "pruning", "rank", "prune+quant")
-LATENCY = ("latency_b1_ms_measured", "latency_b256_ms_measured", "speedup_b1_measured", "speedup_b256_measured")
+LATENCY = ("latency_b1_ms_measured", "latency_b256_ms_measured", "speedup_b1_vs_dense_exported",
+           "speedup_b256_vs_dense_exported", "speedup_b1_vs_reference", "speedup_b256_vs_reference")
+STARTS = ("first", "zero", "both")
+UNCOMPRESSED = 1.05          # a run whose nominal ratio is below this is flagged: it compressed (almost) nothing
 
 
 def columns(evaluation: tuple[str, ...], metric: str) -> tuple[str, ...]:
     """The columns of a sweep's rows for an adapter whose evaluation has the keys ``evaluation``."""
-    return ("run_id", "task", "split", "family", "scheme", "parameter", "value",
+    return ("run_id", "task", "split", "family", "scheme", "parameter", "value", "start",
             *(f"test_{k}" for k in evaluation), "ratio", "bits", "realised_ratio", "file_bytes", "flops",
-            f"reference_{metric}", "reference_flops", "steps", "wall_time", "l_time", "c_time", "mu0",
-            "mu_multiplier", "seed", *LATENCY)
+            f"reference_{metric}", "higher_is_better", "reference_flops", "steps", "wall_time", "l_time", "c_time",
+            "mu0", "mu_multiplier", "seed", *LATENCY, "warning", "chosen")
 
 
 @dataclass
@@ -65,9 +71,14 @@ class Sweep:
     cache_dir: str = option(".cache/references", "where trained reference models are cached (by config hash)")
     overwrite: bool = option(False, "discard earlier results in --out written by a different config")
     threads: int = option(1, "torch CPU threads (0: torch's default)")
-    latency: bool = option(True, "measure the latency of each run's exported model (lc.export) against the "
-                                 "reference, at batch 1 and 256, round-robin in the same process")
-    progress: bool = option(True, "show tqdm progress bars")
+    start: str = option("first", "where the LC path of the penalty forms (the α-valued families) starts: first "
+                                 "(the direct compression at μ₁, the schedule's first μ), zero (at μ → 0⁺, the LC "
+                                 "papers' start: nothing kept, rank 0), both (each run twice: two curves); other "
+                                 "families start at μ₁, which is the same for them", choices=STARTS)
+    latency: bool = option(True, "measure the latency of each run's exported model (lc.export) against the dense "
+                                 "reference put through the same export, and against the reference itself, at "
+                                 "batch 1 and 256, round-robin in the same process")
+    progress: bool = option(True, "show progress: tqdm bars on a terminal, plain lines otherwise")
 
     def fields(self, task: Adapter) -> dict:
         """What the results depend on (not where they go, nor how they are shown)."""
@@ -76,6 +87,12 @@ class Sweep:
 
     def mu0_of(self, fam: Family) -> float:
         return self.family_mu0.get(fam.name, fam.mu0 or self.mu0)
+
+    def starts(self, fam: Family) -> tuple[str, ...]:
+        """The starts of ``fam``'s runs: ``start`` for penalty forms (both, for "both"), else "first"."""
+        if not fam.penalty:
+            return ("first",)
+        return ("first", "zero") if self.start == "both" else (self.start,)
 
 
 def _families(config: Sweep) -> list[tuple[Family, tuple]]:
@@ -86,47 +103,65 @@ def _families(config: Sweep) -> list[tuple[Family, tuple]]:
         except lc.CompressionError:
             unknown.append(name)
     if unknown:
+        renamed = "".join(f"; {n!r} is now called {RENAMED[n]}" for n in unknown if n in RENAMED)
         raise lc.CompressionError(f"unknown families {unknown}; choose among {', '.join(FAMILIES)}, or "
-                                  "pruned-quantK (K the codebook size)")
-    return [(family(name), tuple(config.values.get(name, family(name).values))) for name in config.families]
+                                  f"pruned-quantK (K the codebook size){renamed}")
+    out = [(family(name), tuple(config.values.get(name, family(name).values))) for name in config.families]
+    for fam, values in out:
+        for v in values:
+            fam.check(v)
+    return out
 
 
-def _run_id(fields: dict, fam: Family, value, mu0: float) -> str:
+def _run_id(fields: dict, fam: Family, value, mu0: float, start: str = "first") -> str:
     spec = {**fields, "family": fam.name, "value": value, "mu0": mu0}
+    if start != "first":                      # runs from μ₁ keep the ids they had before starts were offered
+        spec["start"] = start
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+@dataclass
+class _Reference:
+    """The reference and what every run is compared with."""
+
+    model: torch.nn.Module
+    evaluation: dict
+    flops: int
+    dense_export: torch.nn.Module | None      # the reference through lc.export, uncompressed (for the speedups)
+
+
 def run(task: Adapter, config: Sweep) -> list[dict]:
-    """Run every (family, value) of ``config`` on ``task`` not yet in ``config.out`` and not claimed by another
-    live process there; returns all rows there."""
+    """Run every (family, value, start) of ``config`` on ``task`` not yet in ``config.out`` and not claimed by
+    another live process there; returns all rows there."""
     if config.threads:
         torch.set_num_threads(config.threads)
     families = _families(config)
     fields = config.fields(task)
     store = RunStore(Path(config.out), fields, overwrite=config.overwrite)
-    reference = task.reference(cache_dir=config.cache_dir)
-    ref_eval = task.evaluate(reference)
+    model = task.reference(cache_dir=config.cache_dir)
+    ref_eval = task.evaluate(model)
     shape = tuple(task.example_input(1).shape[1:])
-    ref_flops = flops(reference, shape)
+    ref = _Reference(model, ref_eval, flops(model, shape),
+                     lc.export(model, lc.Compressed.none()) if config.latency else None)
     store.columns = list(columns(tuple(ref_eval), task.metric))
     store.sync()
     log.info("reference: %s %.4f (%s)", task.metric, ref_eval[task.metric], task.split)
-    runs = [(fam, v) for fam, values in families for v in values]
-    bar = tqdm(runs, desc="runs", disable=not config.progress, dynamic_ncols=True)
+    runs = [(fam, v, start) for fam, values in families for v in values for start in config.starts(fam)]
+    progress = bar(runs, desc="runs", enabled=config.progress)
     skipped = 0
-    for fam, value in bar:
-        run_id = _run_id(fields, fam, value, config.mu0_of(fam))
-        bar.set_postfix_str(f"{fam.name} {fam.parameter}={value}")
+    for fam, value, start in progress:
+        run_id = _run_id(fields, fam, value, config.mu0_of(fam), start)
+        progress.set_postfix_str(f"{fam.name} {fam.parameter}={value}" + (" from μ→0" if start == "zero" else ""))
         if not store.claim(run_id):
             skipped += run_id not in store.done()
             continue
         try:
-            row = _one_run(config, task, reference, fam, value, run_id, ref_eval, ref_flops)
+            row = _one_run(config, task, ref, fam, value, start, run_id)
         except BaseException:
             store.release(run_id)
             raise
         store.add(row)
-    bar.close()
+    progress.close()
     if skipped:
         log.info("runs being done by other processes sharing %s: %d (their rows appear there when they finish)",
                  config.out, skipped)
@@ -136,13 +171,13 @@ def run(task: Adapter, config: Sweep) -> list[dict]:
     return rows
 
 
-def _one_run(config: Sweep, task: Adapter, reference, fam: Family, value, run_id, ref_eval, ref_flops) -> dict:
-    net = copy.deepcopy(reference)
+def _one_run(config: Sweep, task: Adapter, ref: _Reference, fam: Family, value, start: str, run_id: str) -> dict:
+    net = copy.deepcopy(ref.model)
     torch.manual_seed(task.seed)
     tasks = fam.tasks(net, value, task.compression_tasks)
     mu0 = config.mu0_of(fam)
-    steps = tqdm(total=config.steps + 1, desc=f"  {fam.name} {value}", leave=False, disable=not config.progress,
-                 dynamic_ncols=True)
+    steps = bar(total=config.steps + 1, desc=f"  {fam.name} {value}" + (" from μ→0" if start == "zero" else ""),
+                enabled=config.progress, leave=False)
 
     def progress(algorithm, record):
         steps.update(record.step + 1 - steps.n)
@@ -150,9 +185,9 @@ def _one_run(config: Sweep, task: Adapter, reference, fam: Family, value, run_id
 
     t = time.perf_counter()
     algorithm = lc.Algorithm(net, tasks, lc.geometric_mu(mu0, config.mu_multiplier, config.steps),
-                             task.l_step(reference), task.evaluate, callbacks=[progress],
+                             task.l_step(ref.model), task.evaluate, callbacks=[progress],
                              checkpoint_dir=Path(config.out) / "checkpoints" / run_id,
-                             example_input=task.example_input(1))
+                             example_input=task.example_input(1), direct_mu=0 if start == "zero" else None)
     history = algorithm.run()
     wall = time.perf_counter() - t
     steps.close()
@@ -162,28 +197,73 @@ def _one_run(config: Sweep, task: Adapter, reference, fam: Family, value, run_id
     file_bytes = lc.save(artifact, net, algorithm, overwrite=True)    # an unfinished run's file, if any, is ours
     shape = tuple(task.example_input(1).shape[1:])
     row = {"run_id": run_id, "task": task.name, "split": task.split, "family": fam.name,
-           "scheme": _describe(fam, tasks), "parameter": fam.parameter, "value": value,
+           "scheme": _describe(fam, tasks), "parameter": fam.parameter, "value": value, "start": start,
            **{f"test_{k}": v for k, v in last.evaluation.items()}, "ratio": last.ratio, "bits": last.bits,
            "file_bytes": file_bytes, "realised_ratio": lc.storage.realised_ratio(net, file_bytes),
-           "flops": flops(net, shape), f"reference_{task.metric}": ref_eval[task.metric],
-           "reference_flops": ref_flops, "steps": last.step, "wall_time": wall,
-           "l_time": sum(r.l_step_time for r in history), "c_time": sum(r.c_step_time for r in history),
+           "flops": flops(net, shape), f"reference_{task.metric}": ref.evaluation[task.metric],
+           "higher_is_better": task.higher_is_better, "reference_flops": ref.flops, "steps": last.step,
+           "wall_time": wall, "l_time": sum(r.l_step_time for r in history),
+           "c_time": sum(r.c_step_time for r in history),
            "mu0": mu0, "mu_multiplier": config.mu_multiplier, "seed": task.seed,
-           **_latency(config, shape, reference, net, algorithm)}
+           **_latency(config, shape, ref, net, algorithm)}
+    warnings = _warnings(task, last)
+    for w in warnings:
+        log.warning("%s %s=%s%s: %s", fam.name, fam.parameter, value, " (from μ→0)" if start == "zero" else "", w)
+    row.update(warning="; ".join(warnings) or None, chosen=chosen(algorithm))
     shutil.rmtree(Path(config.out) / "checkpoints" / run_id, ignore_errors=True)
     return row
 
 
-def _latency(config: Sweep, shape, reference, net, algorithm) -> dict:
-    """Measured: median forward time of the exported compressed model and of the reference, timed round-robin in
-    one process (so the speedup is against a baseline measured in the same run, under the same load)."""
+def _warnings(task: Adapter, last: lc.StepRecord) -> list[str]:
+    """Why a run's result is suspect: it compressed (almost) nothing, or its metric is at the adapter's
+    ``chance`` (the value from which a model counts as no better than chance; absent: not checked)."""
+    out = []
+    if last.ratio < UNCOMPRESSED:
+        out.append(f"uncompressed: nominal ratio {last.ratio:.3f} < {UNCOMPRESSED}")
+    chance, value = getattr(task, "chance", None), last.evaluation[task.metric]
+    if chance is not None and (value <= chance if task.higher_is_better else value >= chance):
+        out.append(f"at chance: {task.metric} {value:.4g} {'≤' if task.higher_is_better else '≥'} {chance:.4g}")
+    return out
+
+
+def chosen(algorithm: lc.Algorithm) -> dict[str, dict]:
+    """What a finished run chose, per compressed parameter (by name): ``kept``, the nonzeros of Δ(Θ), of
+    ``size``; and from its task's state: ``rank`` (low rank, rank selection), ``codebook`` (its number of entries;
+    per row: of each row's), ``bits`` (affine), ``alpha`` and ``budget_fraction`` (a shared rank budget); an
+    additive combination lists its ``parts`` (a sparse part's ``kept``: its stored nonzeros)."""
+    out = {}
+    for task, state in zip(algorithm.tasks, algorithm.states):
+        what = _choice(state)
+        for name in task.param_names:
+            delta = algorithm.model.get_parameter(name).detach()
+            out[name] = {"kept": int(torch.count_nonzero(delta)), "size": delta.numel(), **what}
+    return out
+
+
+def _choice(state: lc.State) -> dict:
+    what = {k: state.meta[k] for k in ("rank", "bits", "alpha", "budget_fraction") if k in state.meta}
+    if "codebook" in state.tensors:
+        what["codebook"] = int(state.tensors["codebook"].shape[-1])
+    if state.parts:
+        what["parts"] = [{**_choice(p), **({"kept": int(p.tensors["indices"].numel())}
+                                            if "indices" in p.tensors else {})} for p in state.parts]
+    return what
+
+
+def _latency(config: Sweep, shape, ref: _Reference, net, algorithm) -> dict:
+    """Measured: median forward time of the exported compressed model, of the dense reference put through the same
+    export (``lc.Compressed.none()``: batch norms folded, channels-last, as the compressed model gets them) and of
+    the reference itself, timed round-robin in one process (so both speedups are against baselines measured in the
+    same run, under the same load). Neither export is micro-batched (``lc.export``'s default)."""
     if not config.latency:
         return dict.fromkeys(LATENCY)
-    exported = lc.export(net, algorithm, example=torch.randn(256, *shape))
-    t = lc.measure.timings({"reference": copy.deepcopy(reference), "exported": exported}, shape, (1, 256),
-                           repeats=20, threads=max(config.threads, 1))
+    exported = lc.export(net, algorithm)
+    t = lc.measure.timings({"reference": copy.deepcopy(ref.model), "dense": ref.dense_export, "exported": exported},
+                           shape, (1, 256), repeats=20, threads=max(config.threads, 1))
     ms = {b: 1e3 * t["exported"][b].wall for b in (1, 256)}
-    return dict(zip(LATENCY, (ms[1], ms[256], t["reference"][1].wall / t["exported"][1].wall,
+    return dict(zip(LATENCY, (ms[1], ms[256], t["dense"][1].wall / t["exported"][1].wall,
+                              t["dense"][256].wall / t["exported"][256].wall,
+                              t["reference"][1].wall / t["exported"][1].wall,
                               t["reference"][256].wall / t["exported"][256].wall)))
 
 
@@ -191,4 +271,6 @@ def _describe(fam: Family, tasks: dict) -> str:
     first = next(iter(tasks.values()))
     parts = first if isinstance(first, list) else [first]
     what = " + ".join(f"{getattr(v, '__name__', type(v).__name__)}/{type(c).__name__}" for v, c in parts)
-    return f"{'all weights jointly' if fam.joint else 'each weight its own task'}: {what}"
+    shared = any(getattr(c, "coupling", None) is not None for _, c in parts)
+    return (f"{'all weights jointly' if fam.joint else 'each weight its own task'}"
+            f"{', one shared budget' if shared else ''}: {what}")

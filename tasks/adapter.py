@@ -14,10 +14,13 @@ and offers:
 ``evaluate(model)``                         ``{metric: value, …}`` of a model (``lc.Algorithm``'s evaluation too)
 ``compression_tasks(model, make, …)``       ``compression_tasks`` from a scheme (:func:`compression_tasks`)
 ``example_input(batch_size)``               an input batch of the model's shape (checkpoints, FLOPs, export)
+``chance`` (optional)                       the metric's value from which a model is no better than chance: a sweep
+                                            flags runs that end there (the classifier: error ≥ 1 − 1/classes − 0.05)
 ==========================================  ==========================================================================
 
-:class:`tasks.classification.Classification` (image classifiers) and :class:`tasks.qnetwork.QNetwork` (double-DQN
-Q-networks) implement it; any object with these members does (a ``typing.Protocol``: no base class needed).
+:class:`tasks.classification.Classification` (image classifiers), :class:`tasks.qnetwork.QNetwork` (double-DQN
+Q-networks) and :class:`tasks.custom.Custom` (your trained model, L step and evaluation) implement it; any object
+with these members does (a ``typing.Protocol``: no base class needed).
 """
 from __future__ import annotations
 

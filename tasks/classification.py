@@ -19,6 +19,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,12 +34,20 @@ from lc._io import write_atomic
 
 from . import adapter
 from .adapter import compression_tasks, flops, weight_names
-from .data import Dataset, load
-from .models import make_model
+from .custom import check_forward, instantiate, is_import_path, load_weights, source_sha256, weights_sha256
+from .data import DATASETS, Dataset, load
+from .models import MODELS, make_model
 
 __all__ = ["TaskConfig", "Classification", "LStep", "compression_tasks", "weight_names", "flops"]
 
 log = logging.getLogger(__name__)
+
+L_STEP_LR = {"sgd": 0.1, "adam": 1e-3, "adamw": 1e-3}
+"""The L step's optimizers (``TaskConfig.optimizer``) and their default learning rates in LC step 0."""
+
+# Fields added after results were first made, at the value that gives those results: left out of a fingerprint
+# at that value, so that earlier run ids and output directories stay valid.
+_LATER_FIELDS = {"optimizer": "sgd"}
 
 
 def _field(default, help: str):
@@ -50,8 +59,14 @@ class TaskConfig:
     """One classification task: data, model, and the hyperparameters of its reference training and its L step
     (the same for every compression scheme). Each field's ``metadata["help"]`` documents it."""
 
-    dataset: str = _field("digits", "dataset: digits (embedded) | mnist | cifar10")
-    model: str = _field("lenet300", "model: lenet300 | lenet5 | resnet20 | resnet32 | resnet56 | resnet110 | vgg16")
+    dataset: str = _field("digits", "dataset: digits (embedded) | mnist | cifar10 | FILE.npz (your arrays x_train, "
+                                    "y_train, x_test, y_test, used as they are) | MODULE:ATTR (your function "
+                                    "returning a tasks.data.Dataset or (x_train, y_train, x_test, y_test))")
+    model: str = _field("lenet300", "model: lenet300 | lenet5 | resnet20 | resnet32 | resnet56 | resnet110 | vgg16 | "
+                                    "MODULE:ATTR (your nn.Module class or factory, e.g. mypkg.models:SmallCNN)")
+    weights: str | None = _field(None, "a file of the model's trained weights (torch.save(model.state_dict(), "
+                                       "path)): the reference, used as it is, never retrained; the file's path is "
+                                       "in no key, a hash of its weights is")
     data_dir: str | None = _field(None, "directory of the dataset's files (default: $LC_DATA_DIR); not in any key")
     seed: int = _field(0, "seed of the model's initialisation and of the reference's batch order")
     batch_size: int = _field(128, "minibatch size (reference and L step)")
@@ -60,8 +75,13 @@ class TaskConfig:
     ref_lr: float = _field(0.1, "reference training: initial learning rate")
     ref_lr_decay: float = _field(0.95, "reference training: learning rate × this after every epoch")
     weight_decay: float = _field(0.0, "reference training: weight decay (the L step has none)")
-    momentum: float = _field(0.9, "Nesterov momentum (reference and L step)")
-    lr: float = _field(0.1, "L step: learning rate in LC step 0")
+    momentum: float = _field(0.9, "Nesterov momentum (reference, and L step with sgd)")
+    optimizer: str = _field("sgd", "L step: sgd (Nesterov momentum, a fresh optimizer per LC step, the penalty's "
+                                   "gradient added to the loss's: the LC papers' L step) | adam | adamw (one "
+                                   "optimizer kept across the LC steps, the penalty applied by "
+                                   "lc_penalty.step(optimizer)); the reference is trained with SGD either way")
+    lr: float | None = _field(None, "L step: learning rate in LC step 0 (default: 0.1 for sgd, 1e-3 for adam and "
+                                    "adamw)")
     lr_decay: float = _field(0.98, "L step: learning rate × this after every LC step (lr · lr_decay^j)")
     epochs_per_step: int = _field(2, "L step: epochs per LC step")
     first_step_epochs: int | None = _field(None, "L step: epochs of the first LC step (default: epochs_per_step)")
@@ -69,8 +89,18 @@ class TaskConfig:
     temperature: float = _field(4.0, "L step: softmax temperature T of the distillation term")
     device: str = _field("cpu", "torch device of data, model and C steps; not in any key")
 
+    def l_step_lr(self) -> float:
+        """The L step's learning rate in LC step 0: ``lr``, or the optimizer's default (:data:`L_STEP_LR`)."""
+        return L_STEP_LR[self.optimizer] if self.lr is None else self.lr
+
     def check(self) -> None:
-        positive = {"batch_size": self.batch_size, "ref_lr": self.ref_lr, "lr": self.lr,
+        if self.model not in MODELS and not is_import_path(self.model):
+            raise CompressionError(f"unknown model {self.model!r}; choose one of {', '.join(MODELS)}, or give your "
+                                   "own as MODULE:ATTR (e.g. mypkg.models:SmallCNN, with --weights FILE for its "
+                                   "trained weights)")
+        if self.optimizer not in L_STEP_LR:
+            raise CompressionError(f"TaskConfig.optimizer={self.optimizer!r}: choose one of {', '.join(L_STEP_LR)}")
+        positive = {"batch_size": self.batch_size, "ref_lr": self.ref_lr, "lr": self.l_step_lr(),
                     "epochs_per_step": self.epochs_per_step, "temperature": self.temperature}
         for name, v in positive.items():
             if not v > 0:
@@ -114,12 +144,21 @@ class Classification:
     higher_is_better = False
 
     def __init__(self, config: TaskConfig = TaskConfig(), data: Dataset | None = None):
+        """Loads the data, and your model and weights if the config names them: every mistake there (a module
+        that does not import, weights that do not fit, a model that does not run on the data) is an error now,
+        before any training."""
         config.check()
         self.config = config
         self.data = data if data is not None else load(config.dataset, config.data_dir)
         self.device = torch.device(config.device)
         self._xtr, self._ytr = self.data.x_train.to(self.device), self.data.y_train.to(self.device)
         self._xte, self._yte = self.data.x_test.to(self.device), self.data.y_test.to(self.device)
+        self._trained: nn.Module | None = None          # the reference read from config.weights
+        if is_import_path(config.model) or config.weights is not None:
+            model = self.make_model()
+            if config.weights is not None:
+                self._trained = load_weights(model, config.weights).to(self.device)
+            check_forward(model, self.example_input(2))
 
     @property
     def name(self) -> str:
@@ -133,13 +172,32 @@ class Classification:
     def seed(self) -> int:
         return self.config.seed
 
+    @property
+    def chance(self) -> float:
+        """The error from which a model counts as no better than chance: 1 − 1/classes − 0.05 (a sweep flags runs
+        that end there)."""
+        return 1 - 1 / self.data.num_classes - 0.05
+
     def fingerprint(self) -> dict:
-        """Every field of the config but where the data and the model live."""
-        return {k: v for k, v in dataclasses.asdict(self.config).items() if k not in ("data_dir", "device")}
+        """Every field of the config but where the data, the model and its weights live, the L step's learning rate
+        resolved (``lr=None`` and the optimizer's default are one run), fields added later left out at the value
+        that gives the results made before them (``optimizer="sgd"``); for your own pieces, sha256 of the weights
+        (not their file's path), of the model's source file and of the data's tensors."""
+        c = self.config
+        fields = {k: v for k, v in dataclasses.asdict(c).items() if k not in ("data_dir", "device", "weights")
+                  and _LATER_FIELDS.get(k, ...) != v}
+        own = {"weights_sha256": weights_sha256(self._trained) if self._trained is not None else None,
+               "model_source_sha256": source_sha256(c.model) if is_import_path(c.model) else None,
+               "data": self.data.fingerprint() if c.dataset not in DATASETS else None}
+        return {**fields, "lr": c.l_step_lr(), **{k: v for k, v in own.items() if v is not None}}
 
     def make_model(self) -> nn.Module:
-        return make_model(self.config.model, self.data.input_shape, self.data.num_classes,
-                          seed=self.config.seed).to(self.device)
+        """A freshly initialised model (seeded): one of :data:`tasks.models.MODELS`, or yours (``MODULE:ATTR``)."""
+        c = self.config
+        if not is_import_path(c.model):
+            return make_model(c.model, self.data.input_shape, self.data.num_classes, seed=c.seed).to(self.device)
+        torch.manual_seed(c.seed)
+        return copy.deepcopy(instantiate(c.model, self.data.input_shape, self.data.num_classes)).to(self.device)
 
     def example_input(self, batch_size: int = 1) -> torch.Tensor:
         return torch.zeros(batch_size, *self.data.input_shape, device=self.device)
@@ -149,9 +207,12 @@ class Classification:
 
     # ------------------------------------------------------------------------------------------ training
     def train_epoch(self, model: nn.Module, optimizer: torch.optim.Optimizer,
-                    penalty: Callable[[], torch.Tensor] | None = None, teacher: nn.Module | None = None) -> float:
+                    penalty: Callable[[], torch.Tensor] | None = None, teacher: nn.Module | None = None,
+                    decoupled: bool = False) -> float:
         """One pass over the training set minimising loss (+ ``penalty()``); returns the mean loss (without the
-        penalty). lc's penalty adds its gradient directly (``add_grad_``), which is cheaper than autograd."""
+        penalty). lc's penalty adds its gradient directly (``add_grad_``), which is cheaper than autograd;
+        ``decoupled``: the penalty is left out of the loss and applied after every optimizer step as the proximal
+        step in the optimizer's own metric (``penalty.step(optimizer)``), as adaptive optimizers need."""
         c = self.config
         add_grad = getattr(penalty, "add_grad_", None)
         model.train()
@@ -167,13 +228,15 @@ class Classification:
                 with torch.no_grad():
                     target = teacher(x)
                 loss = (1 - c.distill) * loss + c.distill * _distillation(logits, target, c.temperature)
-            if penalty is None or add_grad is not None:
+            if penalty is None or decoupled or add_grad is not None:
                 loss.backward()
             else:
                 (loss + penalty()).backward()
-            if add_grad is not None:
+            if add_grad is not None and not decoupled:
                 add_grad()                        # + ∇ μ/2‖w − Δ(Θ) − λ/μ‖², without an autograd graph
             optimizer.step()
+            if penalty is not None and decoupled:
+                penalty.step(optimizer)           # w ← prox of μ/2‖w − Δ(Θ) − λ/μ‖² in the optimizer's metric
             total, n = total + float(loss.detach()) * len(y), n + len(y)
         return total / n
 
@@ -208,16 +271,24 @@ class Classification:
 
     # ------------------------------------------------------------------------------------------ reference
     def reference_key(self) -> str:
-        """sha256 of the reference's full training config and of the data's tensors."""
+        """sha256 of the reference's full training config and of the data's tensors (and of the source file of
+        your model, ``MODULE:ATTR``)."""
         spec = {**self.config.reference_fields(), "data": self.data.fingerprint(),
                 "input_shape": list(self.data.input_shape)}
+        if is_import_path(self.config.model):
+            spec["model_source_sha256"] = source_sha256(self.config.model)
         return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
 
     def reference(self, cache_dir: str | Path | None = None, on_epoch: Callable | None = None) -> nn.Module:
-        """The reference model w̄: loaded from ``cache_dir`` if a model of the same key is there, else trained
-        (``ref_epochs`` epochs of SGD) and saved there. A cached file is never overwritten."""
+        """The reference model w̄: read from ``weights`` if the config names a file (never trained); else loaded
+        from ``cache_dir`` if a model of the same key is there, else trained (``ref_epochs`` epochs of SGD) and
+        saved there. A cached file is never overwritten."""
+        if self._trained is not None:
+            log.info("reference: the weights of %s (not retrained)", self.config.weights)
+            return copy.deepcopy(self._trained)
         key = self.reference_key()
-        path = Path(cache_dir) / f"{self.config.dataset}-{self.config.model}-{key[:16]}.pt" if cache_dir else None
+        stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{self.config.dataset}-{self.config.model}")
+        path = Path(cache_dir) / f"{stem}-{key[:16]}.pt" if cache_dir else None
         model = self.make_model()
         if path is not None and path.exists():
             saved = torch.load(path, map_location=self.device, weights_only=True)
@@ -256,16 +327,48 @@ def _save_new(obj, path: Path) -> None:
 
 class LStep:
     """``l_step_optimization(model, lc_penalty, j)``: ``epochs_per_step`` epochs (``first_step_epochs`` in step
-    0) of SGD with Nesterov momentum at lr·lr_decay^j on cross-entropy (+ distillation) + ``lc_penalty()``.
-    A fresh optimizer per LC step, as in the LC papers."""
+    0) at lr·lr_decay^j on cross-entropy (+ distillation) and the LC penalty, by ``TaskConfig.optimizer``:
+
+    - ``sgd``: SGD with Nesterov momentum, a fresh optimizer per LC step, the penalty's gradient added to the
+      loss's (as in the LC papers);
+    - ``adam``, ``adamw``: one optimizer kept across the LC steps (a new one would restart its moment estimates
+      at every L step), the penalty applied after every optimizer step by ``lc_penalty.step(optimizer)``, never in
+      the loss (an adaptive optimizer would rescale its gradient). The optimizer's state is this object's
+      ``state_dict()``, which :class:`lc.Algorithm` checkpoints.
+    """
 
     def __init__(self, task: Classification, teacher: nn.Module | None = None):
         self.task, self.teacher = task, teacher
         self.losses: list[float] = []
+        self.kept: torch.optim.Optimizer | None = None        # adam/adamw: the optimizer of every LC step
+        self._saved: dict | None = None                        # its state from a checkpoint, until the next step
 
     def __call__(self, model: nn.Module, lc_penalty: Callable[[], torch.Tensor], step: int) -> None:
         c = self.task.config
         epochs = c.first_step_epochs if (step == 0 and c.first_step_epochs) else c.epochs_per_step
-        opt = self.task.optimizer(model, c.lr * c.lr_decay ** step)
+        lr = c.l_step_lr() * c.lr_decay ** step
+        decoupled = c.optimizer != "sgd"
+        opt = self._kept(model, lr) if decoupled else self.task.optimizer(model, lr)
         for _ in range(epochs):
-            self.losses.append(self.task.train_epoch(model, opt, lc_penalty, self.teacher))
+            self.losses.append(self.task.train_epoch(model, opt, lc_penalty, self.teacher, decoupled=decoupled))
+
+    def _kept(self, model: nn.Module, lr: float) -> torch.optim.Optimizer:
+        if self.kept is None:
+            make = torch.optim.Adam if self.task.config.optimizer == "adam" else torch.optim.AdamW
+            self.kept = make(model.parameters(), lr=lr)
+            if self._saved is not None:
+                self.kept.load_state_dict(self._saved)
+                self._saved = None
+        for group in self.kept.param_groups:
+            group["lr"] = lr
+        return self.kept
+
+    def state_dict(self) -> dict:
+        """The kept optimizer's state (adam, adamw), for :class:`lc.Algorithm`'s checkpoints; empty for sgd."""
+        if self.kept is not None:
+            return {"optimizer": self.kept.state_dict()}
+        return {"optimizer": self._saved} if self._saved is not None else {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore the kept optimizer (built on the model at the next L step, then loaded)."""
+        self.kept, self._saved = None, state.get("optimizer")

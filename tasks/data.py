@@ -226,7 +226,8 @@ def _normalised(name, xtr, ytr, xte, yte, split, per_channel: bool) -> Dataset:
 
 
 def load(name: str = "digits", data_dir: str | Path | None = None) -> Dataset:
-    """The dataset ``name`` (one of :data:`DATASETS`); files are read from ``data_dir`` or ``$LC_DATA_DIR``."""
+    """The dataset ``name``: one of :data:`DATASETS` (files read from ``data_dir`` or ``$LC_DATA_DIR``), or yours,
+    used as it is: ``FILE.npz`` or ``MODULE:ATTR`` (see :func:`tasks.custom.load_dataset`)."""
     if name == "digits":
         data = _digits()
     elif name == "mnist":
@@ -234,7 +235,8 @@ def load(name: str = "digits", data_dir: str | Path | None = None) -> Dataset:
     elif name == "cifar10":
         data = _cifar10(data_dir)
     else:
-        raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+        from .custom import load_dataset          # a .npz or MODULE:ATTR; anything else is refused there
+        data = load_dataset(name)
     log.info("%s: %d training and %d test images of shape %s (%s)", name, len(data.y_train), len(data.y_test),
              data.input_shape, data.split)
     return data

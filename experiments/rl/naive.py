@@ -28,6 +28,7 @@ from tasks.adapter import weight_names  # noqa: E402
 from .. import cli  # noqa: E402
 from ..cli import option  # noqa: E402
 from ..plot import save_figure  # noqa: E402
+from ..progress import bar  # noqa: E402
 from ..schemes import Family, Scheme, family, quantized  # noqa: E402
 from . import common as rc  # noqa: E402
 
@@ -56,15 +57,17 @@ def main(argv=None):
     schemes += [Scheme(family(f"low-rank-{layers}"), f) for layers in ("hidden", "all") for f in args.ranks]
     schemes += [s for k in args.quantize for s in layer_quantization(ref.network(), k)]
     rows = []
-    for s in tqdm(schemes, desc="naive"):
+    schemes_bar = bar(schemes, desc="naive")
+    for s in schemes_bar:
+        label = f"{s.name} {s.layers}" if s.layers else s.name
+        schemes_bar.set_postfix_str(label)
         net, compressed = rc.naive(ref, s)
         ratio = compressed.ratio(net)
         ev = qn.evaluate(net, ref.cfg.env_id, args.episodes)
         rows.append({"env": ref.cfg.env_id, "family": s.family, "value": s.value, "ratio": ratio,
                      "return_mean": ev.mean, "return_std": ev.std, "episodes": ev.episodes,
                      **({"layers": s.layers} if s.layers else {})})
-        label = f"{s.name} {s.layers}" if s.layers else s.name
-        tqdm.write(f"{label:40s} ratio {ratio:6.2f}  return {ev.mean:8.1f} ± {ev.std:.1f}")
+        tqdm.write(f"{label:40s} ratio {ratio:6.2f}  return {ev.mean:8.1f} ± {ev.std:.1f}")   # above a bar
     rc.write_rows(rows, out)
     plot(rows, out / "naive.png")
 

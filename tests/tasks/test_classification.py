@@ -135,3 +135,87 @@ def test_augment_is_a_shifted_window_possibly_flipped():
         padded = [F.pad(s, (4, 4, 4, 4)) for s in (src, src.flip(2))]
         windows = [p[:, i:i + 5, j:j + 5] for p in padded for i in range(9) for j in range(9)]
         assert any(torch.equal(img, w) for w in windows)
+
+
+# ---------------------------------------------------------------------------------------------- the L step's optimizer
+def _prune_5_percent(net):
+    return compression_tasks(net, lambda shapes: (lc.AsVector, lc.ConstraintL0Pruning(
+        kappa=round(0.05 * sum(math.prod(s) for s in shapes)))), joint=True)
+
+
+def _lc(task, reference, steps=12, **kw):
+    import copy
+    net = copy.deepcopy(reference)
+    torch.manual_seed(0)
+    algorithm = lc.Algorithm(net, _prune_5_percent(net), lc.geometric_mu(3e-3, 1.4, steps), task.l_step(),
+                             task.evaluate, **kw)
+    return net, algorithm, algorithm.run()
+
+
+@pytest.fixture(scope="module")
+def digits_reference():
+    data = load("digits")
+    sgd = Classification(TaskConfig(ref_epochs=10, epochs_per_step=1), data=data)
+    return data, sgd, sgd.reference()
+
+
+def test_an_adam_l_step_compresses_as_declared_and_lands_near_sgd(digits_reference):
+    data, sgd, reference = digits_reference
+    adam = Classification(TaskConfig(ref_epochs=10, epochs_per_step=1, optimizer="adam"), data=data)
+    assert adam.reference_key() == sgd.reference_key()           # the L step's optimizer: not the reference's
+    assert adam.fingerprint()["lr"] == 1e-3 and sgd.fingerprint()["lr"] == 0.1
+    assert "optimizer" not in sgd.fingerprint() and adam.fingerprint()["optimizer"] == "adam"
+    errors = {}
+    for name, task in (("sgd", sgd), ("adam", adam)):
+        net, algorithm, history = _lc(task, reference)
+        weights = [net.fc1.weight, net.fc2.weight, net.fc3.weight]
+        assert sum(int((w != 0).sum()) for w in weights) <= round(0.05 * 50200)     # the declared structure
+        errors[name] = history[-1].evaluation["error"]
+        kept = algorithm.l_step_optimization.kept
+        assert (kept is None) == (name == "sgd")                 # adam: one optimizer across the LC steps …
+        if kept is not None:
+            assert kept.param_groups[0]["lr"] == pytest.approx(1e-3 * 0.98 ** 11)   # … at lr·decay^j
+            assert int(kept.state[net.fc1.weight]["step"]) == 12 * 10                # 12 L steps × 10 batches
+    assert errors["adam"] <= errors["sgd"] + 0.03, errors
+
+
+def test_adam_penalty_is_decoupled_from_the_loss(digits_reference):
+    data, _, reference = digits_reference
+    adam = Classification(TaskConfig(epochs_per_step=1, optimizer="adamw", lr=2e-3), data=data)
+    calls = []
+
+    class Spy:                                               # a penalty that records how it is used
+        def __call__(self):
+            calls.append("loss")
+            return torch.zeros(())
+
+        def add_grad_(self):
+            calls.append("grad")
+
+        def step(self, optimizer):
+            calls.append(type(optimizer).__name__)
+            assert optimizer.param_groups[0]["lr"] == pytest.approx(2e-3 * 0.98 ** 3)
+
+    import copy
+    adam.l_step()(copy.deepcopy(reference), Spy(), 3)
+    assert calls == ["AdamW"] * 10                              # after every optimizer step, never in the loss
+    with pytest.raises(lc.CompressionError, match="adam, adamw"):
+        Classification(TaskConfig(optimizer="adamm"), data=data)
+
+
+def test_the_kept_optimizer_is_checkpointed_and_a_resumed_run_ends_the_same(digits_reference, tmp_path):
+    data, _, reference = digits_reference
+    adam = Classification(TaskConfig(ref_epochs=10, epochs_per_step=1, optimizer="adam"), data=data)
+    whole, _, _ = _lc(adam, reference, steps=4)
+
+    def stop(algorithm, record):
+        if record.step == 2:
+            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        _lc(adam, reference, steps=4, checkpoint_dir=tmp_path, callbacks=[stop])
+    saved = torch.load(tmp_path / "lc_checkpoint.pt", weights_only=True)["l_step"]
+    assert int(saved["optimizer"]["state"][0]["step"]) == 10      # after LC step 1 (the last on disk)
+    resumed, algorithm, history = _lc(adam, reference, steps=4, checkpoint_dir=tmp_path)
+    assert [r.step for r in history] == [0, 1, 2, 3, 4]
+    assert int(algorithm.l_step_optimization.kept.state[resumed.fc1.weight]["step"]) == 40
+    assert all(torch.equal(a, b) for a, b in zip(whole.state_dict().values(), resumed.state_dict().values()))
