@@ -1,8 +1,8 @@
-"""Plot tradeoff rows: the task's metric (test error in %, or a return) vs nominal compression ratio (log x), one
-curve per family, the reference as a horizontal line. Reads the rows written by :mod:`experiments.sweep`; knows
-nothing of how they were made.
+"""Plot tradeoff rows: the task's metric (test error in %, or a return) vs nominal compression ratio, or vs FLOPs
+reduction (``--x flops``) (log x), one curve per family, the reference as a horizontal line. Reads the rows written
+by :mod:`experiments.sweep`; knows nothing of how they were made.
 
-    python -m experiments.plot results/tradeoff/rows.jsonl [-o tradeoff.png]
+    python -m experiments.plot results/tradeoff/rows.jsonl [-o tradeoff.png] [--x flops]
 """
 from __future__ import annotations
 
@@ -26,6 +26,11 @@ from . import cli  # noqa: E402
 from .cli import option  # noqa: E402
 from .runs import read_rows  # noqa: E402
 
+X_AXES = ("ratio", "flops")
+"""What the x axis shows: the nominal compression ratio, or the FLOPs reduction (:func:`flops_reduction`)."""
+_X_LABEL = {"ratio": "nominal compression ratio (all parameters, float32 = 1)",
+            "flops": "FLOPs reduction (dense multiply-adds / the compressed model's; exported, where counted)"}
+
 
 def _metric(rows: list[dict]) -> str:
     """The metric of the rows: ``error`` if they have ``test_error``, else the X of their ``reference_X``."""
@@ -33,6 +38,13 @@ def _metric(rows: list[dict]) -> str:
         return "error"
     return next(k.removeprefix("reference_") for k in rows[0]
                 if k.startswith("reference_") and k != "reference_flops")
+
+
+def flops_reduction(row: dict) -> float:
+    """The dense model's multiply-adds over the compressed model's: those of the exported model where the row counts
+    them (``flops_exported``: a structured family's with its channels removed), else the nominal ``flops``."""
+    flops = row.get("flops_exported") or row["flops"]
+    return row["reference_flops"] / flops if flops else float("inf")
 
 
 def save_figure(fig, path: str | Path, dpi: int = 120) -> None:
@@ -69,10 +81,14 @@ def useful_limit(values: list[float], reference: float, *, higher_is_better: boo
     return sign * edge if edge < max(bad) else None
 
 
-def plot_rows(rows: list[dict], path: str | Path) -> None:
+def plot_rows(rows: list[dict], path: str | Path, x: str = "ratio") -> None:
     """One PNG at ``path``; an empty ``rows`` gives an empty plot with the axes labelled. One curve per family and
-    start of the LC path (the rows' ``start``: a run from μ → 0⁺ is its own curve); points beyond the useful range
-    (:func:`useful_limit`) are drawn at the axis's edge as arrows, labelled with their value."""
+    start of the LC path (the rows' ``start``: a run from μ → 0⁺ is its own curve), against ``x`` (one of
+    :data:`X_AXES`); points beyond the useful range (:func:`useful_limit`) are drawn at the axis's edge as arrows,
+    labelled with their value."""
+    if x not in X_AXES:
+        raise CompressionError(f"plot_rows(x={x!r}): choose among {', '.join(X_AXES)}")
+    along = (lambda r: r["ratio"]) if x == "ratio" else flops_reduction  # noqa: E731
     metric = _metric(rows)
     scale, label = (100, "test error (%)") if metric == "error" else (1, f"test {metric}")
     higher = bool(rows[0].get("higher_is_better", metric != "error")) if rows else False
@@ -86,18 +102,18 @@ def plot_rows(rows: list[dict], path: str | Path) -> None:
                          flagged=["chance" in (r.get("warning") or "") for r in rows]) if rows else None
     beyond = (lambda y: y < limit) if higher else (lambda y: y > limit)  # noqa: E731
     for (family, start), rs in sorted(curves.items()):
-        rs.sort(key=lambda r: r["ratio"])
+        rs.sort(key=along)
         name = family + (" (from μ → 0)" if start == "zero" else "")
-        line, = ax.plot([r["ratio"] for r in rs], [value(r) for r in rs], "o-" if start != "zero" else "s--",
+        line, = ax.plot([along(r) for r in rs], [value(r) for r in rs], "o-" if start != "zero" else "s--",
                         label=name)
         for r in rs:
             if limit is not None and beyond(value(r)):
-                ax.plot([r["ratio"]], [limit], "v" if higher else "^", color=line.get_color(), ms=9, clip_on=False)
-                ax.annotate(f"{value(r):.3g}{'%' if metric == 'error' else ''}", (r["ratio"], limit), fontsize=7,
+                ax.plot([along(r)], [limit], "v" if higher else "^", color=line.get_color(), ms=9, clip_on=False)
+                ax.annotate(f"{value(r):.3g}{'%' if metric == 'error' else ''}", (along(r), limit), fontsize=7,
                             color=line.get_color(), textcoords="offset points", xytext=(4, -10 if higher else 3),
                             annotation_clip=False)
             else:
-                ax.annotate(f"{r['value']}", (r["ratio"], value(r)), fontsize=7, textcoords="offset points",
+                ax.annotate(f"{r['value']}", (along(r), value(r)), fontsize=7, textcoords="offset points",
                             xytext=(3, 3))
     if rows:
         ax.axhline(ref, color="k", ls="--", lw=1,
@@ -117,7 +133,7 @@ def plot_rows(rows: list[dict], path: str | Path) -> None:
     ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1, 2, 5)))
     ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x:g}×"))
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-    ax.set_xlabel("nominal compression ratio (all parameters, float32 = 1)")
+    ax.set_xlabel(_X_LABEL[x])
     ax.set_ylabel(label)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
@@ -132,6 +148,7 @@ class Config:
     rows: str = option(help="rows.jsonl written by experiments.tradeoff", positional=True)
     output: str | None = option(None, "PNG to write (default: tradeoff.png beside the rows)",
                                 flags=("-o", "--output"))
+    x: str = option("ratio", "x axis: ratio (nominal compression ratio) or flops (FLOPs reduction)", choices=X_AXES)
 
 
 def main(argv=None) -> int:
@@ -141,7 +158,7 @@ def main(argv=None) -> int:
         raise CompressionError(f"{path} does not exist: give the rows.jsonl of a sweep")
     rows, _ = read_rows(path)
     out = config.output or path.with_name("tradeoff.png")
-    plot_rows(rows, out)
+    plot_rows(rows, out, x=config.x)
     print(out)
     return 0
 

@@ -11,7 +11,9 @@ Writes to ``out`` (see :mod:`experiments.runs`, which lets several processes sha
 (``checkpoints/<run_id>/``, removed once its row is written). A killed sweep resumes where it stopped.
 
 Every row says what the run chose (``chosen``: per compressed weight, the nonzeros kept, the rank, the codebook
-size) and warns (``warning``, and a logged WARNING) when a run ends uncompressed or at the adapter's chance level.
+size; ``channels``: per layer, the channels a structured family kept) and warns (``warning``, and a logged WARNING)
+when a run ends uncompressed or at the adapter's chance level. ``flops_exported`` counts the multiply-adds of the
+exported model (a structured family's with its zero channels removed).
 """
 from __future__ import annotations
 
@@ -32,7 +34,9 @@ from tasks.adapter import Adapter, flops
 from .cli import option
 from .progress import bar
 from .runs import RunStore
+from .plot import X_AXES, plot_rows
 from .schemes import FAMILIES, RENAMED, Family, family
+from .structured import kept_channels
 
 __all__ = ["Sweep", "run", "columns", "chosen", "DEFAULT_FAMILIES", "LATENCY", "STARTS", "UNCOMPRESSED"]
 
@@ -49,8 +53,8 @@ def columns(evaluation: tuple[str, ...], metric: str) -> tuple[str, ...]:
     """The columns of a sweep's rows for an adapter whose evaluation has the keys ``evaluation``."""
     return ("run_id", "task", "split", "family", "scheme", "parameter", "value", "start",
             *(f"test_{k}" for k in evaluation), "ratio", "bits", "realised_ratio", "file_bytes", "flops",
-            f"reference_{metric}", "higher_is_better", "reference_flops", "steps", "wall_time", "l_time", "c_time",
-            "mu0", "mu_multiplier", "seed", *LATENCY, "warning", "chosen")
+            "flops_exported", f"reference_{metric}", "higher_is_better", "reference_flops", "steps", "wall_time",
+            "l_time", "c_time", "mu0", "mu_multiplier", "seed", *LATENCY, "warning", "chosen", "channels")
 
 
 @dataclass
@@ -79,6 +83,8 @@ class Sweep:
                                  "reference put through the same export, and against the reference itself, at "
                                  "batch 1 and 256, round-robin in the same process")
     progress: bool = option(True, "show progress: tqdm bars on a terminal, plain lines otherwise")
+    x_axis: str = option("ratio", "x axis of tradeoff.png: ratio (nominal compression ratio) or flops (FLOPs "
+                                  "reduction: the dense multiply-adds over the exported model's)", choices=X_AXES)
 
     def fields(self, task: Adapter) -> dict:
         """What the results depend on (not where they go, nor how they are shown)."""
@@ -166,15 +172,15 @@ def run(task: Adapter, config: Sweep) -> list[dict]:
         log.info("runs being done by other processes sharing %s: %d (their rows appear there when they finish)",
                  config.out, skipped)
     rows = store.rows()
-    from .plot import plot_rows
-    plot_rows(rows, Path(config.out) / "tradeoff.png")
+    plot_rows(rows, Path(config.out) / "tradeoff.png", x=config.x_axis)
     return rows
 
 
 def _one_run(config: Sweep, task: Adapter, ref: _Reference, fam: Family, value, start: str, run_id: str) -> dict:
     net = copy.deepcopy(ref.model)
     torch.manual_seed(task.seed)
-    tasks = fam.tasks(net, value, task.compression_tasks)
+    shape = tuple(task.example_input(1).shape[1:])
+    tasks = fam.tasks(net, value, task.compression_tasks, example=task.example_input(1))
     mu0 = config.mu0_of(fam)
     steps = bar(total=config.steps + 1, desc=f"  {fam.name} {value}" + (" from μ→0" if start == "zero" else ""),
                 enabled=config.progress, leave=False)
@@ -195,21 +201,25 @@ def _one_run(config: Sweep, task: Adapter, ref: _Reference, fam: Family, value, 
     artifact = Path(config.out) / "artifacts" / f"{run_id}.lc"
     artifact.parent.mkdir(parents=True, exist_ok=True)
     file_bytes = lc.save(artifact, net, algorithm, overwrite=True)    # an unfinished run's file, if any, is ours
-    shape = tuple(task.example_input(1).shape[1:])
+    exported = lc.export(net, algorithm, channels=fam.structured, example=task.example_input(1)) \
+        if config.latency or fam.structured else None
     row = {"run_id": run_id, "task": task.name, "split": task.split, "family": fam.name,
            "scheme": _describe(fam, tasks), "parameter": fam.parameter, "value": value, "start": start,
            **{f"test_{k}": v for k, v in last.evaluation.items()}, "ratio": last.ratio, "bits": last.bits,
            "file_bytes": file_bytes, "realised_ratio": lc.storage.realised_ratio(net, file_bytes),
-           "flops": flops(net, shape), f"reference_{task.metric}": ref.evaluation[task.metric],
+           "flops": flops(net, shape),
+           "flops_exported": lc.measure.flops(exported, task.example_input(1)) if exported is not None else None,
+           f"reference_{task.metric}": ref.evaluation[task.metric],
            "higher_is_better": task.higher_is_better, "reference_flops": ref.flops, "steps": last.step,
            "wall_time": wall, "l_time": sum(r.l_step_time for r in history),
            "c_time": sum(r.c_step_time for r in history),
            "mu0": mu0, "mu_multiplier": config.mu_multiplier, "seed": task.seed,
-           **_latency(config, shape, ref, net, algorithm)}
+           **_latency(config, shape, ref, exported)}
     warnings = _warnings(task, last)
     for w in warnings:
         log.warning("%s %s=%s%s: %s", fam.name, fam.parameter, value, " (from μ→0)" if start == "zero" else "", w)
-    row.update(warning="; ".join(warnings) or None, chosen=chosen(algorithm))
+    row.update(warning="; ".join(warnings) or None, chosen=chosen(algorithm),
+               channels=kept_channels(ref.model, exported) if fam.structured else None)
     shutil.rmtree(Path(config.out) / "checkpoints" / run_id, ignore_errors=True)
     return row
 
@@ -250,14 +260,13 @@ def _choice(state: lc.State) -> dict:
     return what
 
 
-def _latency(config: Sweep, shape, ref: _Reference, net, algorithm) -> dict:
+def _latency(config: Sweep, shape, ref: _Reference, exported) -> dict:
     """Measured: median forward time of the exported compressed model, of the dense reference put through the same
     export (``lc.Compressed.none()``: batch norms folded, channels-last, as the compressed model gets them) and of
     the reference itself, timed round-robin in one process (so both speedups are against baselines measured in the
     same run, under the same load). Neither export is micro-batched (``lc.export``'s default)."""
     if not config.latency:
         return dict.fromkeys(LATENCY)
-    exported = lc.export(net, algorithm)
     t = lc.measure.timings({"reference": copy.deepcopy(ref.model), "dense": ref.dense_export, "exported": exported},
                            shape, (1, 256), repeats=20, threads=max(config.threads, 1))
     ms = {b: 1e3 * t["exported"][b].wall for b in (1, 256)}
