@@ -236,3 +236,14 @@ def test_lc_with_channel_pruning_ends_with_whole_channels_removed():
     assert small.get_submodule("0").out_features == int(rows.sum())
     assert digits.test_error(small) == digits.test_error(net)
     assert history[-1].evaluation < 0.2
+
+
+def test_export_removes_channels_before_choosing_sparse_layers():
+    torch.manual_seed(0)
+    model, x = LeNet300().eval(), torch.randn(2, 1, 28, 28)
+    c = lc.Compressed.direct(model, lc.channel_tasks(model, lc.ChannelPruning(keep=0.2, cost="count"), x),
+                             example_input=x)
+    small = lc.export(model, c, channels=True, example=x, sparse="always")    # fc1 is 80 % zero rows before removal
+    assert small.fc1.out_features + small.fc2.out_features <= 80 and isinstance(small.fc1, torch.nn.Linear)
+    with torch.no_grad():
+        torch.testing.assert_close(small(x), c.apply(copy.deepcopy(model))(x), rtol=1e-4, atol=1e-5)
