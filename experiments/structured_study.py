@@ -18,8 +18,10 @@ training pass per image, :func:`experiments.channel_baselines.eval_epochs`) and 
 Every method reaches its FLOPs target with its own parameter (LC: the kept fraction of the FLOPs cost, found by
 bisection on the direct compression of the reference; Torch-Pruning: its steps; the search: its budget per stage);
 the reported reduction is measured on the final model (``lc.measure.flops``; LC's exported with its zero channels
-removed). Rows go to ``out/rows.jsonl`` (:class:`experiments.runs.RunStore`: resumable, shareable), the summary to
-``out/summary.csv`` and the plot to ``out/structured.png``.
+removed). LC's runs end beyond their target (its L steps move the allocation), so the methods are compared along
+their curves: each seed's error read at the targets by linear interpolation in log reduction (:func:`curve`), then
+averaged over seeds (:func:`summary`). Rows go to ``out/rows.jsonl`` (:class:`experiments.runs.RunStore`:
+resumable, shareable), the summary to ``out/summary.csv`` and the plot to ``out/structured.png``.
 """
 from __future__ import annotations
 
@@ -64,6 +66,10 @@ class Config:
     task: TaskConfig = option(TaskConfig(dataset="mnist", model="lenet5"), "the task: tasks.classification.TaskConfig")
     methods: list[str] = option(list(METHODS), "methods to run", choices=METHODS)
     targets: list[float] = option([1.5, 2.0, 3.0, 4.0], "FLOPs reductions (dense multiply-adds / pruned)")
+    global_extra_targets: list[float] = option(
+        [1.25], "lc-global's targets besides those: its runs end with more than their target's reduction (the LC "
+                "steps move the allocation to channels whose removal saves more than their producers' cost), so "
+                "that its curve reaches down to the first target")
     seeds: list[int] = option([0, 1, 2], "seeds: of the reference's initialisation and batch order, and each run's")
     validation: int = option(1000, "validation images held out of the task's training images (stratified, seed 0)")
     steps: int = option(20, "LC steps; the training budget of every method is steps · epochs_per_step epochs")
@@ -244,84 +250,115 @@ def run(config: Config) -> list[dict]:
     ids = []
     for seed in config.seeds:
         s = _seed(config, data, seed)
-        for target in config.targets:
-            for method in config.methods:
-                run_id = _run_id(config, s, method, target)
-                ids.append(run_id)
-                if config.report_only or not store.claim(run_id):
-                    continue
-                log.info("%s seed %d: %s at %gx", config.task.model, seed, method, target)
-                try:
-                    row = _one(config, s, method, target, run_id)
-                except BaseException:
-                    store.release(run_id)
-                    raise
-                store.add(row)
-                if "failed" not in row:
-                    log.info("  test error %.2f%%, %.2fx fewer multiply-adds, %.0f s", 100 * row["test_error"],
-                             row["flops_reduction"], row["wall_time"])
+        runs = [(t, m) for t in config.targets for m in config.methods] + \
+            [(t, "lc-global") for t in config.global_extra_targets if "lc-global" in config.methods]
+        for target, method in runs:
+            run_id = _run_id(config, s, method, target)
+            ids.append(run_id)
+            if config.report_only or not store.claim(run_id):
+                continue
+            log.info("%s seed %d: %s at %gx", config.task.model, seed, method, target)
+            try:
+                row = _one(config, s, method, target, run_id)
+            except BaseException:
+                store.release(run_id)
+                raise
+            store.add(row)
+            if "failed" not in row:
+                log.info("  test error %.2f%%, %.2fx fewer multiply-adds, %.0f s", 100 * row["test_error"],
+                         row["flops_reduction"], row["wall_time"])
     rows = [r for r in store.rows() if r["run_id"] in set(ids)]
-    report(rows, Path(config.out))
+    report(rows, Path(config.out), sorted(config.targets))
     return rows
 
 
 # ---------------------------------------------------------------------------------------------- the report
-def summary(rows: list[dict]) -> list[dict]:
-    """Per method and target: the seeds' mean and standard deviation of the test error and the measured FLOPs
-    reduction; and per target, for each other method, LC's (lc-global) error interpolated (linearly in log FLOPs
-    reduction, between its targets' means) at that method's measured reduction — ``lc_at_or_below``."""
+EXTRAPOLATE = 0.05
+"""How far (in log FLOPs reduction) a seed's curve is read beyond its measured points: ±5 % (a method that lands
+at 1.51× for the target 1.5× is read at 1.5× as its 1.51× run); further, the point is left out."""
+
+
+def curve(rows: list[dict], at: float) -> float | None:
+    """One seed's test error (%) at the FLOPs reduction ``at``: linear in log reduction between its runs' measured
+    points (within :data:`EXTRAPOLATE` beyond them, the nearest run's), else None."""
+    points = sorted((math.log(r["flops_reduction"]), 100 * r["test_error"]) for r in rows)
+    x = math.log(at)
+    if not points or x < points[0][0] - EXTRAPOLATE or x > points[-1][0] + EXTRAPOLATE:
+        return None
+    return float(np.interp(x, [p for p, _ in points], [e for _, e in points]))
+
+
+def summary(rows: list[dict], grid: list[float]) -> list[dict]:
+    """Per method and FLOPs reduction of ``grid``: each seed's curve read there (:func:`curve`), their mean and
+    standard deviation; and, for every method but lc-global, lc-global's mean there and ``lc_at_or_below`` (its mean
+    at or below the method's) and ``lc_minus_other_paired`` (the mean over the seeds both have of lc-global − the
+    method: the same reference, so paired)."""
     done = [r for r in rows if "failed" not in r]
+    read = {}                                         # (method, at) → {seed: error}
+    for method in dict.fromkeys(r["method"] for r in done):
+        for seed in sorted({r["seed"] for r in done if r["method"] == method}):
+            rs = [r for r in done if r["method"] == method and r["seed"] == seed]
+            for at in grid:
+                e = curve(rs, at)
+                if e is not None:
+                    read.setdefault((method, at), {})[seed] = e
     out = []
-    for (method, target) in sorted({(r["method"], r["target"]) for r in done}):
-        rs = [r for r in done if r["method"] == method and r["target"] == target]
-        errors = [100 * r["test_error"] for r in rs]
-        out.append({"method": method, "target": target, "seeds": len(rs),
-                    "test_error_mean": statistics.mean(errors),
-                    "test_error_std": statistics.stdev(errors) if len(errors) > 1 else 0.0,
-                    "flops_reduction_mean": statistics.mean(r["flops_reduction"] for r in rs),
-                    "epochs_used_mean": statistics.mean(r["epochs_used"] for r in rs)})
-    lc_curve = sorted((r["flops_reduction_mean"], r["test_error_mean"]) for r in out if r["method"] == "lc-global")
-    for r in out:
-        if r["method"] != "lc-global" and lc_curve:
-            x = math.log(r["flops_reduction_mean"])
-            xs, ys = [math.log(a) for a, _ in lc_curve], [b for _, b in lc_curve]
-            r["lc_global_error_there"] = float(np.interp(x, xs, ys))
-            r["lc_at_or_below"] = r["lc_global_error_there"] <= r["test_error_mean"]
-    return out
+    for (method, at), errors in read.items():
+        row = {"method": method, "flops_reduction": at, "seeds": len(errors),
+               "test_error_mean": statistics.mean(errors.values()),
+               "test_error_std": statistics.stdev(errors.values()) if len(errors) > 1 else 0.0}
+        mine = read.get(("lc-global", at), {})
+        if method != "lc-global" and mine:
+            both = sorted(set(mine) & set(errors))
+            row["lc_global_mean"] = statistics.mean(mine.values())
+            row["lc_at_or_below"] = row["lc_global_mean"] <= row["test_error_mean"]
+            row["lc_minus_other_paired"] = statistics.mean(mine[k] - errors[k] for k in both) if both else None
+        out.append(row)
+    order = {m: i for i, m in enumerate(METHODS)}
+    return sorted(out, key=lambda r: (order.get(r["method"], 99), r["flops_reduction"]))
 
 
-def report(rows: list[dict], out: Path) -> None:
+def report(rows: list[dict], out: Path, grid: list[float]) -> None:
     """``summary.csv`` and ``structured.png`` in ``out``, and the summary printed."""
-    table = summary(rows)
+    table = summary(rows, grid)
     lc._io.write_text_atomic(out / "summary.csv", csv_text(table), what="the summary")
     _plot(rows, table, out / "structured.png")
     for r in table:
-        verdict = ("" if "lc_at_or_below" not in r else
-                   f"  LC there: {r['lc_global_error_there']:.2f}% ({'at or below' if r['lc_at_or_below'] else 'ABOVE'})")
-        print(f"{r['method']:<14} {r['target']:>4g}x  {r['test_error_mean']:5.2f} ± {r['test_error_std']:4.2f}% "
-              f"({r['seeds']} seeds) at {r['flops_reduction_mean']:.2f}x{verdict}")
+        verdict = "" if "lc_at_or_below" not in r else (
+            f"  lc-global {r['lc_global_mean']:.2f}%: {'at or below' if r['lc_at_or_below'] else 'ABOVE'}"
+            + (f", paired difference {r['lc_minus_other_paired']:+.2f}" if r["lc_minus_other_paired"] is not None
+               else ""))
+        print(f"{r['method']:<14} {r['flops_reduction']:>4g}x  {r['test_error_mean']:5.2f} ± "
+              f"{r['test_error_std']:4.2f}% ({r['seeds']} seeds){verdict}")
     for r in rows:
         if "failed" in r:
             print(f"{r['method']} seed {r['seed']} at {r['target']:g}x failed: {r['failed']}")
 
 
 def _plot(rows: list[dict], table: list[dict], path: Path) -> None:
+    """Each method's mean (± std) over seeds at the grid's reductions, and every run as a small dot at its measured
+    reduction; the references' mean as a dashed line."""
     from .plot import plt, save_figure
     fig, ax = plt.subplots(figsize=(7, 4.5))
     done = [r for r in rows if "failed" not in r]
     for method in [m for m in METHODS if any(r["method"] == m for r in table)]:
-        rs = sorted((r for r in table if r["method"] == method), key=lambda r: r["flops_reduction_mean"])
-        ax.errorbar([r["flops_reduction_mean"] for r in rs], [r["test_error_mean"] for r in rs],
-                    yerr=[r["test_error_std"] for r in rs], marker="o", capsize=3, label=method)
+        rs = [r for r in table if r["method"] == method]
+        line = ax.errorbar([r["flops_reduction"] for r in rs], [r["test_error_mean"] for r in rs],
+                           yerr=[r["test_error_std"] for r in rs], marker="o", capsize=3, label=method)
+        runs = [r for r in done if r["method"] == method]
+        ax.plot([r["flops_reduction"] for r in runs], [100 * r["test_error"] for r in runs], ".", ms=4, alpha=0.5,
+                color=line.lines[0].get_color())
     if done:
-        refs = {(r["seed"]): 100 * r["reference_test_error"] for r in done}
+        refs = {r["seed"]: 100 * r["reference_test_error"] for r in done}
         ax.axhline(statistics.mean(refs.values()), color="k", ls="--", lw=1,
                    label=f"reference ({statistics.mean(refs.values()):.2f}%, mean of {len(refs)} seeds)")
         ax.set_title(f"{done[0]['model']} — {done[0]['split']}", fontsize=7)
     ax.set_xscale("log")
-    ax.set_xticks([1.5, 2, 3, 4], ["1.5×", "2×", "3×", "4×"])
+    ticks = sorted({r["flops_reduction"] for r in table})
+    ax.set_xticks(ticks, [f"{t:g}×" for t in ticks])
+    ax.xaxis.set_minor_formatter(plt.NullFormatter())
     ax.set_xlabel("FLOPs reduction (dense multiply-adds / the pruned model's, measured)")
-    ax.set_ylabel("test error (%), mean ± std over seeds")
+    ax.set_ylabel("test error (%): mean ± std over seeds; dots: runs")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

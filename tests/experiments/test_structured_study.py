@@ -102,7 +102,7 @@ def test_the_study_end_to_end_on_digits(tmp_path, capsys):
                                      out=str(tmp_path / "out"), cache_dir=str(tmp_path / "cache"))
     rows = structured_study.run(config)
     assert sorted((r["method"], r["target"]) for r in rows) == sorted(
-        (m, t) for m in structured_study.METHODS for t in (1.5, 2.0))
+        [(m, t) for m in structured_study.METHODS for t in (1.5, 2.0)] + [("lc-global", 1.25)])
     for r in rows:
         assert r["epochs_used"] <= r["budget_epochs"] == 3 and 0 <= r["test_error"] < 0.5
         assert r["flops_reduction"] == pytest.approx(r["flops_dense"] / r["flops"])
@@ -112,12 +112,27 @@ def test_the_study_end_to_end_on_digits(tmp_path, capsys):
     by = {(r["method"], r["target"]): r for r in rows}
     uniform = by["lc-uniform", 2.0]["channels"]
     assert uniform["fc1"][0] / 300 == pytest.approx(uniform["fc2"][0] / 100, abs=0.01)   # one fraction per layer
-    table = structured_study.summary(rows)
-    assert {r["method"] for r in table if "lc_at_or_below" in r} == {"lc-uniform", "torch-pruning", "mc-search"}
+    table = structured_study.summary(rows, [1.5, 2.0])
+    assert {r["method"] for r in table if "lc_at_or_below" in r} <= {"lc-uniform", "torch-pruning", "mc-search"}
     assert (tmp_path / "out" / "structured.png").read_bytes()[:4] == b"\x89PNG"
-    assert (tmp_path / "out" / "summary.csv").read_text().startswith("method,target,seeds,test_error_mean")
+    assert (tmp_path / "out" / "summary.csv").read_text().startswith("method,flops_reduction,seeds,test_error_mean")
     again = structured_study.run(config)                                     # resumed: nothing run again
     assert [r["run_id"] for r in again] == [r["run_id"] for r in rows]
+
+
+def test_each_seeds_curve_is_read_at_the_grid_in_log_reduction_and_the_seeds_averaged():
+    run = lambda method, seed, x, e: dict(method=method, seed=seed, flops_reduction=x, test_error=e)  # noqa: E731
+    rows = [run("lc-global", 0, 1.4, 0.010), run("lc-global", 0, 2.8, 0.020), run("lc-global", 1, 1.5, 0.012),
+            run("lc-global", 1, 4.0, 0.030), run("mc-search", 0, 2.05, 0.017), run("mc-search", 0, 4.1, 0.040)]
+    assert structured_study.curve(rows[:2], 2.0) == pytest.approx(1.0 + 1.0 * np.log(2 / 1.4) / np.log(2))
+    assert structured_study.curve(rows[4:], 2.0) == pytest.approx(1.7)          # 2.05×: within 5 %, read as is
+    assert structured_study.curve(rows[4:], 1.5) is None                        # beyond: not read
+    table = {(r["method"], r["flops_reduction"]): r for r in structured_study.summary(rows, [1.5, 2.0, 4.0])}
+    assert ("mc-search", 1.5) not in table and table["lc-global", 4.0]["seeds"] == 1
+    at2 = table["mc-search", 2.0]
+    lc2 = [structured_study.curve(rows[:2], 2.0), structured_study.curve(rows[2:4], 2.0)]
+    assert at2["lc_global_mean"] == pytest.approx(np.mean(lc2)) and at2["lc_at_or_below"]
+    assert at2["lc_minus_other_paired"] == pytest.approx(lc2[0] - 1.7)          # seed 0, which both have
 
 
 def test_the_study_configs_load():
