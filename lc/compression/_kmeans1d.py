@@ -39,6 +39,8 @@ import math
 import numpy as np
 import torch
 
+from ._primitives import sorted_values
+
 log = logging.getLogger(__name__)
 
 SUMMARY = 4096          # chunks of the summary solved exactly (step 2); fewer distinct values → exact DP
@@ -253,21 +255,13 @@ def _summary_edges(x: torch.Tensor, p: _Prefix, b: int) -> torch.Tensor:
     return torch.unique(torch.cat([by_count.clamp(0, d), by_value.clamp(0, d), by_count.new_tensor([0, d])]))
 
 
-def _sort(v: torch.Tensor) -> torch.Tensor:
-    """Sorted values. On the CPU numpy's sort (values only) is about twice as fast as ``torch.sort`` (which also
-    computes the permutation); elsewhere ``torch.sort``."""
-    if v.device.type == "cpu" and v.dtype in (torch.float32, torch.float64):
-        return torch.from_numpy(np.sort(v.detach().numpy()))
-    return torch.sort(v).values
-
-
 def kmeans(w: torch.Tensor, k: int, init: torch.Tensor | None = None, exact: bool = False) -> torch.Tensor:
     """The centroids (sorted, float64, on w's device) of the optimal 1-D k-means of the values of ``w``.
 
     With d ≤ k distinct values the answer is those d values (zero distortion, d clusters: none empty). ``init``
     (a previous codebook) is an extra starting point of the fast path; ``exact=True`` runs :func:`dp` on all the
     distinct values."""
-    x, counts = _sort(w.reshape(-1)), None
+    x, counts = sorted_values(w.reshape(-1)), None
     if bool((x[1:] == x[:-1]).any()):
         x, counts = torch.unique_consecutive(x, return_counts=True)
     if x.numel() <= k:

@@ -15,7 +15,7 @@ import torch
 from ._base import Compression, State
 from ._constraints import Boolean, Integer
 from ._kmeans1d import kmeans
-from ._primitives import F32_BITS, check_finite, code_bits, code_dtype, nearest, round_f32
+from ._primitives import F32_BITS, check_finite, code_bits, code_dtype, nearest, round_f32, sorted_values
 
 __all__ = ["AdaptiveQuantization", "BinaryQuantization", "ScaledBinaryQuantization", "ScaledTernaryQuantization"]
 
@@ -145,15 +145,22 @@ class ScaledTernaryQuantization(Compression):
     def compress(self, w, mu, previous=None):
         check_finite(w, repr(self))
         flat = w.reshape(-1)
-        u, order = torch.sort(flat.abs().to(torch.float64), descending=True, stable=True)
-        s = torch.cumsum(u, 0)
-        j = torch.arange(1, u.numel() + 1, device=w.device, dtype=torch.float64)
-        gain = torch.cat([s.new_zeros(1), s * s / j])                 # (Σ_{top j}|w|)²/j, j = 0 … N
-        top = int(torch.argmax(gain))
+        mag = flat.abs()
+        u = sorted_values(mag).flip(0)                                 # |w| in decreasing order
+        s = torch.cumsum(u, 0, dtype=torch.float64)                   # Σ_{top j}|w|, j = 1 … N
+        gain = torch.arange(1, u.numel() + 1, device=w.device, dtype=torch.float64)
+        gain = torch.square(s).div_(gain)                             # (Σ_{top j}|w|)²/j
+        top = int(torch.argmax(gain)) + 1 if gain.numel() and float(gain.max()) > 0 else 0   # the first best j
         a = round_f32(s[top - 1] / top if top else s.new_zeros(()), w.dtype)
         codes = torch.ones(flat.numel(), dtype=torch.uint8, device=w.device)
-        keep = order[:top]
-        codes[keep] = (1 + torch.sign(flat[keep])).to(torch.uint8)   # −a → 0, +a → 2
+        if top:                                                       # the j largest |w|; ties at the threshold
+            t = u[top - 1]                                            # by position, as a stable sort orders them
+            keep = mag > t
+            ties = top - int(keep.sum())
+            if ties:
+                keep[torch.nonzero(mag == t)[:ties, 0]] = True
+            codes.masked_fill_(keep & (flat > 0), 2)                  # +a → 2
+            codes.masked_fill_(keep & (flat < 0), 0)                  # −a → 0
         return State(tensors={"codes": codes, "scale": a.reshape(1)},
                      meta={"shape": list(w.shape), "encoding": {"codes": "uint:2", "scale": "f32"}},
                      bits=2 * flat.numel() + F32_BITS)
