@@ -393,6 +393,17 @@ def test_affine_large_inputs_search_on_order_statistics(bits, symmetric, monkeyp
     assert sampled <= sq(w, q.decompress(q.compress(w, 1.0))) * 1.01
 
 
+def test_affine_rows_longer_than_2_24():
+    """A row of more than 2²⁴ weights: the order statistics' indices are exact (a float32 grid of indices rounded the
+    last one up to the row's length, past its end). Mostly zeros, so that it is cheap."""
+    w = torch.zeros((1 << 24) + 3)
+    w[::4096] = torch.linspace(-1, 1, w[::4096].numel())
+    w[-1] = 2.0                                                      # the maximum is the last order statistic
+    for q in (lc.AffineQuantization(8), lc.AffineQuantization(4, symmetric=False)):
+        out = q.decompress(q.compress(w, 1.0))
+        assert sq(w, out) <= minmax_error(w, q.bits, q.symmetric) * (1 + 1e-6)
+
+
 def test_exact_scale_sweep_against_a_fine_grid():
     from lc.compression.affine import _best_scale
     for seed in range(4):
