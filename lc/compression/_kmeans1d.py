@@ -54,18 +54,29 @@ class _Prefix:
     """Prefix sums of counts, n·x and n·x² of sorted values x with multiplicities n, in float64: the cost of any
     run in O(1). Holds torch tensors (the fast path, on the weights' device) or numpy arrays (the DP)."""
 
-    def __init__(self, x, counts=None, shift=0.0):
-        """Sums of (x − shift) (centring loses less to cancellation). ``counts=None``: every multiplicity is 1 (no
-        duplicates), so the counts' prefix is i itself and is not stored."""
-        if isinstance(x, np.ndarray):
-            n = np.ones_like(x) if counts is None else counts
-            x = x - shift
-            self._n, self.s1, self.s2 = (np.concatenate([[0.0], np.cumsum(v)]) for v in (n, n * x, n * x * x))
-            return
-        self.shift = shift
-        self._n = None if counts is None else _cumsum0(counts, 0.0, counts, power=0)
-        self.s1 = _cumsum0(x, shift, counts, power=1)
-        self.s2 = _cumsum0(x, shift, counts, power=2)
+    def __init__(self, x: np.ndarray, counts: np.ndarray | None = None, shift=0.0):
+        """Numpy sums of (x − shift) (centring loses less to cancellation); ``counts=None``: every multiplicity 1."""
+        n = np.ones_like(x) if counts is None else counts
+        x = x - shift
+        self._n, self.s1, self.s2 = (np.concatenate([[0.0], np.cumsum(v)]) for v in (n, n * x, n * x * x))
+
+    @classmethod
+    def of(cls, x: torch.Tensor, n: torch.Tensor | None, shift: float) -> "_Prefix":
+        """Torch sums of sorted ``x`` with the multiplicities ``n[1:]`` (float64, len(x) + 1 entries), which become
+        their own prefix sums in place; ``n=None``: every multiplicity is 1, so the counts' prefix is i itself and
+        is not stored. 16 bytes a value (24 with multiplicities), no other copy of x in float64."""
+        p = cls.__new__(cls)
+        p.shift = shift
+        p.s1 = _cumsum0(x, shift, None if n is None else n[1:], power=1)
+        p.s2 = _cumsum0(x, shift, None if n is None else n[1:], power=2)
+        if n is not None:
+            n[1:].cumsum_(0)
+        p._n = n
+        return p
+
+    def counts(self) -> torch.Tensor:
+        """The multiplicities (float64), from their prefix sums."""
+        return torch.ones_like(self.s1[1:]) if self._n is None else torch.diff(self._n)
 
     def n(self, i):
         """Σ counts before position i."""
@@ -86,14 +97,11 @@ def _cumsum0(x: torch.Tensor, shift, counts: torch.Tensor | None, power: int) ->
     out = torch.empty(x.numel() + 1, dtype=torch.float64, device=x.device)
     out[0] = 0
     v = out[1:]
-    if power == 0:
-        v.copy_(counts)
-    else:
-        v.copy_(x).sub_(shift)
-        if power == 2:
-            v.square_()
-        if counts is not None:
-            v.mul_(counts)
+    v.copy_(x).sub_(shift)
+    if power == 2:
+        v.square_()
+    if counts is not None:
+        v.mul_(counts)
     v.cumsum_(0)
     return out
 
@@ -255,21 +263,34 @@ def _summary_edges(x: torch.Tensor, p: _Prefix, b: int) -> torch.Tensor:
     return torch.unique(torch.cat([by_count.clamp(0, d), by_value.clamp(0, d), by_count.new_tensor([0, d])]))
 
 
+def _distinct(w: torch.Tensor, k: int) -> tuple[torch.Tensor, _Prefix | None]:
+    """The sorted distinct values of ``w`` and their prefix sums (None if there are at most k of them). The counts
+    of repeated values go straight into the buffer that becomes their prefix sums: about 28 bytes a value at the
+    peak (sorted values, counts, three prefix sums), not 36."""
+    x, n = sorted_values(w.reshape(-1)), None
+    if bool((x[1:] == x[:-1]).any()):
+        x, counts = torch.unique_consecutive(x, return_counts=True)
+        n = torch.empty(x.numel() + 1, dtype=torch.float64, device=x.device)
+        n[0] = 0
+        n[1:] = counts
+        del counts
+    if x.numel() <= k:
+        return x, None
+    return x, _Prefix.of(x, n, float(x[x.numel() // 2]))     # centring the sums loses less to cancellation
+
+
 def kmeans(w: torch.Tensor, k: int, init: torch.Tensor | None = None, exact: bool = False) -> torch.Tensor:
     """The centroids (sorted, float64, on w's device) of the optimal 1-D k-means of the values of ``w``.
 
     With d ≤ k distinct values the answer is those d values (zero distortion, d clusters: none empty). ``init``
     (a previous codebook) is an extra starting point of the fast path; ``exact=True`` runs :func:`dp` on all the
     distinct values."""
-    x, counts = sorted_values(w.reshape(-1)), None
-    if bool((x[1:] == x[:-1]).any()):
-        x, counts = torch.unique_consecutive(x, return_counts=True)
-    if x.numel() <= k:
+    x, p = _distinct(w, k)
+    if p is None:
         return x.to(torch.float64)
-    shift = float(x[x.numel() // 2])                         # centring the sums loses less to cancellation
-    p = _Prefix(x, counts, shift)
+    shift = p.shift
     if exact or x.numel() <= SUMMARY:
-        cuts = dp(x, torch.ones_like(x) if counts is None else counts, k)
+        cuts = dp(x, p.counts(), k)
         return p.mean(cuts[:-1], cuts[1:]) + shift
     edges = _summary_edges(x, p, SUMMARY)
     starts = [_chunk_dp(p, edges, k)]                        # step 2: the chunk problem, exactly
@@ -286,5 +307,5 @@ def kmeans(w: torch.Tensor, k: int, init: torch.Tensor | None = None, exact: boo
             best, best_cost = out
     if best is None:                                         # every start emptied a cluster: solve exactly
         log.debug("1-D k-means: the fast path emptied a cluster; solving by the exact DP")
-        best = dp(x, torch.ones_like(x) if counts is None else counts, k)
+        best = dp(x, p.counts(), k)
     return p.mean(best[:-1], best[1:]) + shift
