@@ -231,6 +231,20 @@ def test_adaptive_per_channel_is_the_brute_force_optimum_of_each_row(seed):
     assert sq(w, out) <= sq(w, whole.decompress(whole.compress(w, 1.0))) * (1 + 1e-9)
 
 
+@pytest.mark.parametrize("kind", ["gauss", "laplace"])
+def test_adaptive_per_channel_fast_path_against_the_exact_programme(kind):
+    """Rows too large for the exact programme on every row: the chunk programme + Lloyd, all rows at once, against
+    the exact programme per row (docs/quantization.md quotes these bounds)."""
+    from lc.compression._kmeans_rows import kmeans_rows
+    x = torch.stack([sample(kind, 3000, torch.Generator().manual_seed(r)) for r in range(12)])
+
+    def per_row(c):
+        return torch.tensor([distortion(x[r], c[r]) for r in range(x.shape[0])])
+    for k, bound in ((2, 1e-9), (4, 3e-3), (16, 4e-2)):
+        excess = per_row(kmeans_rows(x, k)) / per_row(kmeans_rows(x, k, exact=True)) - 1
+        assert float(excess.min()) >= -1e-9 and float(excess.max()) <= bound, (k, float(excess.max()))
+
+
 def test_adaptive_per_channel_warm_start_and_errors():
     w = torch.randn(3, 50, generator=torch.Generator().manual_seed(0))
     q = lc.AdaptiveQuantization(4, per_channel=True)
