@@ -127,11 +127,14 @@ def _run_cost(n, s1, s2) -> np.ndarray:
     return np.where(cnt > 0, out, np.inf)
 
 
-def _layer(prev: np.ndarray, p: _Prefix, ilo, ihi, olo) -> tuple[np.ndarray, np.ndarray]:
+def _layer(prev: np.ndarray, p: _Prefix, ilo, ihi, olo, out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """cur(i) = min_{olo ≤ m < i} prev(m) + cost(m, i) for ilo ≤ i ≤ ihi, with the argmin, by divide and conquer
     on the monotone argmin; every level of the recursion is one vectorised pass. ``ilo``, ``ihi``, ``olo`` may be
-    arrays: one independent range each (the rows of a :class:`_Prefix` of several rows), solved together."""
-    cur = np.full_like(prev, np.inf)
+    arrays: one independent range each (the rows of a :class:`_Prefix` of several rows), solved together. ``out``:
+    where to write cur (else a new array)."""
+    cur = np.full_like(prev, np.inf) if out is None else out
+    if out is not None:
+        cur.fill(np.inf)
     arg = np.zeros(prev.size, dtype=np.int64)
     # pending subproblems: i in [a, b], argmin known to lie in [lo, hi]
     a, b, lo, hi = (np.atleast_1d(np.asarray(v, dtype=np.int64)) for v in (ilo, ihi, olo, np.asarray(ihi) - 1))

@@ -20,8 +20,10 @@ reversed, negated values), L≤a = min_{a' ≤ a} L_a' ("at most a runs"), and S
 
 a suffix minimum over j for each a; the argmins give back the runs. The run costs use values centred on their mean
 (as in :mod:`._kmeans1d`: less cancellation, and a run's cost does not change with a shift); the zero run's Σ x²
-does change, so S is summed from the uncentred values. O(kN log N) time, O(kN) memory (N = the number of weights;
-all of them, duplicates not merged, so that a tie at the pruning threshold can be split).
+does change, so S is summed from the uncentred values. Since the zero run holds at least N − κ values, the nonzero
+runs lie among the κ smallest and the κ largest values: only those are sorted (``topk``) and programmed, and the zero
+run's Σ x² is the total less those tails' prefix sums. O(N + kκ log κ) time, O(kκ) memory (duplicates not merged,
+so that a tie at the pruning threshold can be split).
 """
 from __future__ import annotations
 
@@ -52,7 +54,7 @@ def _layers(x: np.ndarray, k: int) -> tuple[np.ndarray, list]:
         idx = np.arange(n + 1)
         cost[1] = p.cost(np.zeros_like(idx), idx)            # one run: cost(0, i)
         for a in range(2, min(k, n) + 1):
-            cost[a], arg = _layer(cost[a - 1], p, a, n, a - 1)
+            _, arg = _layer(cost[a - 1], p, a, n, a - 1, out=cost[a])
             args.append(arg)
     return cost, args
 
@@ -105,7 +107,8 @@ def _fewest(le: np.ndarray) -> int:
 class PrunedQuantization(Compression):
     """Solves min_θ ‖w − θ‖² s.t. ‖θ‖₀ ≤ κ and θ_i ∈ {0} ∪ {c_1…c_k} over codebooks c: keep at most κ weights,
     their values from one learned codebook of k entries, pruning and quantization solved jointly and exactly (the
-    dynamic programme of this module's docstring). O(kN log N) time, O(kN) memory, on the CPU in numpy.
+    dynamic programme of this module's docstring). O(N + kκ log κ) time, O(kκ) memory (on the κ smallest and κ
+    largest weights), the programme on the CPU in numpy.
 
     Storage: the positions of the nonzeros (the cheaper of a bitmap or a gap code, as for pruning), one
     ⌈log₂ d⌉-bit code per nonzero and d float32 codebook entries (d ≤ k, the entries used). With κ ≥ N it is
