@@ -217,7 +217,8 @@ class Algorithm:
         t = time.perf_counter()
         self._targets.clear()                                                   # the L step's targets are spent
         ws = _Shifted(self, mu)                                                 # w − λ/μ, one task at a time
-        self.loop.states = solve([t.step for t in self.tasks], ws, mu, self.loop.states)   # Θ ← Π(w − λ/μ)
+        previous, self.loop.states = self.loop.states, [None] * len(self.tasks)
+        self.loop.states = solve([t.step for t in self.tasks], ws, mu, _Once(previous))   # Θ ← Π(w − λ/μ)
         self._set_deltas()
         _release_freed_memory()
         return time.perf_counter() - t
@@ -325,6 +326,20 @@ class _Shifted(abc.Sequence):
     def __getitem__(self, i):
         _release_freed_memory()                                 # the previous task's work space
         return self.algorithm._shifted(self.algorithm.tasks[i], self.mu)
+
+
+class _Once(abc.Sequence):
+    """The previous states, each handed to its task's C step once and then dropped (freed as the new ones come)."""
+
+    def __init__(self, states: list):
+        self.states = states
+
+    def __len__(self):
+        return len(self.states)
+
+    def __getitem__(self, i):
+        state, self.states[i] = self.states[i], None
+        return state
 
 
 def _state_tensors(state: State):
