@@ -3,11 +3,14 @@ penalty) with exact C steps, under an increasing penalty μ and, by default, Lag
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import inspect
 import logging
 import math
 import numbers
+import sys
 import time
+from collections import abc
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -150,7 +153,9 @@ class Algorithm:
         self.callbacks = list(callbacks)
         self.loop = self._fresh()
         self.uncompressed: dict[str, torch.Tensor] | None = None
-        self._delta: dict[str, torch.Tensor] = {}               # Δ(Θ) per parameter, from loop.states
+        # one tensor per parameter: Δ(Θ) after a C step (_target_mu None), Δ(Θ) + λ/μ while the L step at μ runs
+        self._targets: dict[str, torch.Tensor] = {}
+        self._target_mu: float | None = None
         self._trained = self._failed = self._done = False
 
     states = property(lambda self: self.loop.states, doc="Θ: the state of each task after the last C step")
@@ -175,12 +180,17 @@ class Algorithm:
                 if self.multipliers:
                     self._update_multipliers(mu)                             # λ ← λ − μ(w − Δ(Θ))
                 self._record(step=j + 1, mu=mu, l_time=l_time, c_time=c_time)
+            if self.checkpoint is not None:
+                self.checkpoint.wait()                                       # the last checkpoint is in place
         except BaseException:
             self._failed = True
+            if self.checkpoint is not None:
+                self.checkpoint.wait(raise_error=False)     # the last step's checkpoint reaches the disk
             raise
         self._done = True
-        self.uncompressed = {n: p.detach().clone() for n, p in self._named_params()}
-        self._load(self._delta)                                              # the model holds Δ(Θ)
+        deltas = self._deltas()
+        self._swap(deltas)                                                   # the model holds Δ(Θ) …
+        self.uncompressed, self._targets = dict(deltas), {}                  # … and these tensors w
         return self.history
 
     def _begin(self) -> None:
@@ -205,19 +215,32 @@ class Algorithm:
 
     def _c_step(self, mu: float) -> float:
         t = time.perf_counter()
-        ws = [self._shifted(task, mu) for task in self.tasks]                  # w − λ/μ per task
-        self.loop.states = solve([t.step for t in self.tasks], ws, mu, self.loop.states)   # Θ ← Π(w − λ/μ)
+        self._targets.clear()                                                   # the L step's targets are spent
+        ws = _Shifted(self, mu)                                                 # w − λ/μ, one task at a time
+        previous, self.loop.states = self.loop.states, [None] * len(self.tasks)
+        self.loop.states = solve([t.step for t in self.tasks], ws, mu, _Once(previous))   # Θ ← Π(w − λ/μ)
         self._set_deltas()
+        _release_freed_memory()
         return time.perf_counter() - t
 
     def _set_deltas(self) -> None:
+        """Δ(Θ) of every task as the targets, each a tensor of its own (not a state's, which the loop may not touch)."""
+        self._targets.clear()
         for task, state in zip(self.tasks, self.loop.states):
-            self._delta.update(task.deltas(state))
+            self._targets.update(_owned(task.deltas(state), state))
+        self._target_mu = None
 
+    def _deltas(self) -> dict[str, torch.Tensor]:
+        """Δ(Θ) per parameter: the targets after a C step; during an L step (they hold Δ(Θ) + λ/μ), from Θ again."""
+        if self._target_mu is None:
+            return self._targets
+        return {n: d for task, state in zip(self.tasks, self.loop.states) for n, d in task.deltas(state).items()}
+
+    @torch.no_grad()
     def _update_multipliers(self, mu: float) -> None:
         lam = self.loop.lam
         for n, p in self._named_params():
-            lam[n] = lam[n] - mu * (p.detach() - self._delta[n])                # λ ← λ − μ(w − Δ(Θ))
+            lam[n].sub_((p.detach() - self._targets[n]).mul_(mu))               # λ ← λ − μ(w − Δ(Θ))
 
     def _shifted(self, task: Task, mu: float) -> list[torch.Tensor]:
         ws = task.weights() if mu == 0 else [w - self.loop.lam[n] / mu                              # w − λ/μ
@@ -229,12 +252,17 @@ class Algorithm:
                                       if self.checkpoint else ""))
         return ws
 
+    @torch.no_grad()
     def _penalty(self, mu: float) -> Penalty:
-        return Penalty(mu, [(p, self._delta[n] + self.loop.lam[n] / mu) for n, p in self._named_params()])
+        for n, _ in self._named_params():                      # Δ(Θ) → Δ(Θ) + λ/μ in place (a tensor of its own)
+            self._targets[n].add_(self.loop.lam[n] / mu)
+        self._target_mu = mu
+        _release_freed_memory()
+        return Penalty(mu, [(p, self._targets[n]) for n, p in self._named_params()])
 
     # ----------------------------------------------------------------------------------------- records
     def _record(self, step: int, mu: float, l_time: float, c_time: float) -> None:
-        distance = {t.name: float(sum(((p.detach() - self._delta[n]) ** 2).sum()
+        distance = {t.name: float(sum(((p.detach() - self._targets[n]) ** 2).sum()
                                       for n, p in zip(t.param_names, t.params))) for t in self.tasks}
         with self.compressed():
             evaluation = self.evaluation_func(self.model) if self.evaluation_func else None
@@ -258,29 +286,105 @@ class Algorithm:
         for t in self.tasks:
             yield from zip(t.param_names, t.params)
 
-    def _load(self, tensors: Mapping[str, torch.Tensor]) -> None:
-        with torch.no_grad():
-            for n, p in self._named_params():
-                p.copy_(tensors[n])
+    @torch.no_grad()
+    def _swap(self, deltas: Mapping[str, torch.Tensor]) -> None:
+        """Exchange the values of the parameters and of ``deltas``, in place: no copy of the model."""
+        for n, p in self._named_params():
+            _swap_(p.detach(), deltas[n])
 
     @contextlib.contextmanager
     def compressed(self):
-        """Within this context the model holds Δ(Θ) (after at least one C step); w is restored on exit."""
-        if len(self._delta) < sum(len(t.params) for t in self.tasks):
+        """Within this context the model holds Δ(Θ) (after at least one C step); w is restored on exit. The values
+        are swapped in place, block by block; called during an L step, it decompresses Θ again (a copy of the
+        compressed weights for the while)."""
+        if any(s is None for s in self.loop.states):
             raise CompressionError("no C step has run yet: call run() first")
         if self._done:
             yield self.model                                   # after run() the model already holds Δ(Θ)
             return
-        w = {n: p.detach().clone() for n, p in self._named_params()}
-        self._load(self._delta)
+        deltas = self._deltas()
+        self._swap(deltas)
         try:
             yield self.model
         finally:
-            self._load(w)
+            self._swap(deltas)
 
     def compression_ratio(self) -> float:
         """Nominal compression ratio of the whole model after the last C step."""
         return self._ratio(sum(s.bits for s in self.states))
+
+
+class _Shifted(abc.Sequence):
+    """w − λ/μ of each task, computed when the C step reads it: one task's at a time, not the whole model's."""
+
+    def __init__(self, algorithm: Algorithm, mu: float):
+        self.algorithm, self.mu = algorithm, mu
+
+    def __len__(self):
+        return len(self.algorithm.tasks)
+
+    def __getitem__(self, i):
+        _release_freed_memory()                                 # the previous task's work space
+        return self.algorithm._shifted(self.algorithm.tasks[i], self.mu)
+
+
+class _Once(abc.Sequence):
+    """The previous states, each handed to its task's C step once and then dropped (freed as the new ones come)."""
+
+    def __init__(self, states: list):
+        self.states = states
+
+    def __len__(self):
+        return len(self.states)
+
+    def __getitem__(self, i):
+        state, self.states[i] = self.states[i], None
+        return state
+
+
+def _state_tensors(state: State):
+    yield from state.tensors.values()
+    for part in state.parts:
+        yield from _state_tensors(part)
+
+
+def _owned(deltas: Mapping[str, torch.Tensor], state: State) -> dict[str, torch.Tensor]:
+    """``deltas`` as contiguous tensors that share no memory with the state's (a decompression may return a state's
+    tensor itself, such as a dense low-rank matrix; the loop swaps and replaces its targets in place)."""
+    shared = {t.untyped_storage().data_ptr() for t in _state_tensors(state)}
+    return {n: d.clone() if d.untyped_storage().data_ptr() in shared else d.contiguous() for n, d in deltas.items()}
+
+
+def _swap_(a: torch.Tensor, b: torch.Tensor, block: int = 1 << 20) -> None:
+    """Exchange the values of two tensors of one shape, in place, ``block`` values at a time."""
+    if not (a.is_contiguous() and b.is_contiguous()):
+        t = a.clone()
+        a.copy_(b)
+        b.copy_(t)
+        return
+    a, b = a.view(-1), b.view(-1)
+    for i in range(0, a.numel(), block):
+        t = a[i:i + block].clone()
+        a[i:i + block].copy_(b[i:i + block])
+        b[i:i + block].copy_(t)
+
+
+def _release_freed_memory() -> None:
+    """Hand the memory freed by the C step back to the system (glibc keeps freed blocks of up to 32 MB in its heap,
+    where they would count as the process's until reused); nothing elsewhere."""
+    if _libc is not None:
+        _libc.malloc_trim(0)
+
+
+def _glibc():
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return libc if hasattr(libc, "malloc_trim") else None
+    except OSError:
+        return None
+
+
+_libc = _glibc() if sys.platform.startswith("linux") else None
 
 
 def _info(state: State) -> dict:
