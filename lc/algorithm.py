@@ -3,12 +3,10 @@ penalty) with exact C steps, under an increasing penalty μ and, by default, Lag
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import inspect
 import logging
 import math
 import numbers
-import sys
 import time
 from collections import abc
 from dataclasses import dataclass, field
@@ -19,6 +17,7 @@ import torch
 
 from ._checkpoint import Checkpoint, LoopState
 from ._errors import CompressionError
+from ._memory import release_freed_memory
 from ._steps import solve
 from ._tasks import Task, build_tasks
 from .compressed import model_ratio
@@ -220,7 +219,7 @@ class Algorithm:
         previous, self.loop.states = self.loop.states, [None] * len(self.tasks)
         self.loop.states = solve([t.step for t in self.tasks], ws, mu, _Once(previous))   # Θ ← Π(w − λ/μ)
         self._set_deltas()
-        _release_freed_memory()
+        release_freed_memory()
         return time.perf_counter() - t
 
     def _set_deltas(self) -> None:
@@ -257,7 +256,7 @@ class Algorithm:
         for n, _ in self._named_params():                      # Δ(Θ) → Δ(Θ) + λ/μ in place (a tensor of its own)
             self._targets[n].add_(self.loop.lam[n] / mu)
         self._target_mu = mu
-        _release_freed_memory()
+        release_freed_memory()
         return Penalty(mu, [(p, self._targets[n]) for n, p in self._named_params()])
 
     # ----------------------------------------------------------------------------------------- records
@@ -324,7 +323,7 @@ class _Shifted(abc.Sequence):
         return len(self.algorithm.tasks)
 
     def __getitem__(self, i):
-        _release_freed_memory()                                 # the previous task's work space
+        release_freed_memory()                                 # the previous task's work space
         return self.algorithm._shifted(self.algorithm.tasks[i], self.mu)
 
 
@@ -367,24 +366,6 @@ def _swap_(a: torch.Tensor, b: torch.Tensor, block: int = 1 << 20) -> None:
         t = a[i:i + block].clone()
         a[i:i + block].copy_(b[i:i + block])
         b[i:i + block].copy_(t)
-
-
-def _release_freed_memory() -> None:
-    """Hand the memory freed by the C step back to the system (glibc keeps freed blocks of up to 32 MB in its heap,
-    where they would count as the process's until reused); nothing elsewhere."""
-    if _libc is not None:
-        _libc.malloc_trim(0)
-
-
-def _glibc():
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        return libc if hasattr(libc, "malloc_trim") else None
-    except OSError:
-        return None
-
-
-_libc = _glibc() if sys.platform.startswith("linux") else None
 
 
 def _info(state: State) -> dict:
