@@ -82,12 +82,12 @@ class _Sorted:
 
     def _before(self, p, pos):
         """Σ over the first ``pos`` values of each row, from the inclusive prefix p."""
-        return torch.where(pos > 0, p.gather(1, (pos - 1).clamp(min=0)), torch.zeros((), dtype=p.dtype))
+        return torch.where(pos > 0, p.gather(1, (pos - 1).clamp(min=0)), torch.zeros((), dtype=p.dtype, device=p.device))
 
     def levels(self, s, z, q):
         """Per row and code c = 0 … Q: (count, Σx, Σx²) of the values whose code is c, and the level S(c − Z)."""
         rows, n = self.v.shape
-        c = torch.arange(q + 1, dtype=torch.float64)
+        c = torch.arange(q + 1, dtype=torch.float64, device=s.device)
         bounds = s[:, None] * (c[:-1] - z[:, None] + 0.5)                 # codes c and c + 1 meet here
         pos = torch.searchsorted(self.v, _at_least(bounds, self.v.dtype))  # values below each boundary
         pos = torch.cat([pos.new_zeros(rows, 1), pos, pos.new_full((rows, 1), n)], 1)
@@ -102,7 +102,7 @@ class _Sorted:
     def moments(self, s, z, q) -> _Moments:
         cnt, s1, _, _ = self.levels(s, z, q)
         n = self.v.shape[1]
-        c = torch.arange(q + 1, dtype=torch.float64)
+        c = torch.arange(q + 1, dtype=torch.float64, device=s.device)
         cm, xm = (cnt * c).sum(1) / n, s1.sum(1) / n
         d = c - cm[:, None]
         return _Moments(n, cm, xm, (cnt * d * d).sum(1), (d * (s1 - cnt * xm[:, None])).sum(1))
@@ -249,7 +249,7 @@ class AffineQuantization(Compression):
         unless the codes outnumber a quarter of each row's values (then on every value, :class:`_Direct`)."""
         q, _ = self._levels()
         v = sorted_values(rows if rows.dtype in (torch.float32, torch.float64) else rows.float())
-        pick = torch.round(torch.linspace(0, v.shape[1] - 1, sample, dtype=torch.float64)).long()
+        pick = torch.round(torch.linspace(0, v.shape[1] - 1, sample, dtype=torch.float64, device=v.device)).long()
         picked = v[:, pick].to(torch.float64)
         ev = _Sorted(v) if 4 * (q + 1) <= v.shape[1] else _Direct(v.to(torch.float64))
         best = _Best(ev, q, *self._search(picked, minmax_only=True))   # min–max of the sample: the rows' own
