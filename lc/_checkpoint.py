@@ -77,14 +77,17 @@ class Checkpoint:
         self.wait(raise_error=False)
         return self.path.exists()
 
-    def save(self, algorithm) -> None:
-        """Write the run as it is now: serialised here, made durable (fsync, rename) in the background."""
+    def save(self, algorithm, rngs: list | None = None) -> None:
+        """Write the run as it is now: serialised here, made durable (fsync, rename) in the background. ``rngs``:
+        every rank's random-number streams, in rank order (a distributed run; rank 0 writes)."""
         self.wait()
         loop = algorithm.loop
         obj = {"format": FORMAT, "fingerprint": fingerprint(algorithm), "finished": loop.finished,
                "model": algorithm.model.state_dict(), "states": [s.to_dict() for s in loop.states],
                "lam": loop.lam, "history": [_plain(dataclasses.asdict(r)) for r in loop.history],
-               "rng": rng_state()}
+               "rng": rngs[0] if rngs else rng_state()}
+        if rngs:
+            obj["rng_ranks"] = rngs
         if hasattr(algorithm.l_step_optimization, "state_dict"):
             obj["l_step"] = algorithm.l_step_optimization.state_dict()
         self._pending = write_atomic_background(self.path, lambda f: torch.save(obj, f), what="the checkpoint")
@@ -102,9 +105,9 @@ class Checkpoint:
                 raise
             log.error("the checkpoint %s could not be written: %s", self.path, e)
 
-    def load(self, algorithm, record_type) -> LoopState | None:
-        """The saved loop state, with the model, the RNG streams and the L step's state restored; None if there is
-        no checkpoint yet."""
+    def load(self, algorithm, record_type, ranks=None) -> LoopState | None:
+        """The saved loop state, with the model, the RNG streams (this rank's, in a distributed run) and the L step's
+        state restored; None if there is no checkpoint yet."""
         if not self.exists():
             return None
         ck = load(self.path)
@@ -122,7 +125,9 @@ class Checkpoint:
             states = [State.from_dict(s).to(t.params[0].device) for s, t in zip(ck["states"], algorithm.tasks)]
             lam = {n: v.to(device[n]) for n, v in ck["lam"].items()}
             history = [record_type(**r) for r in ck["history"]]
-            set_rng_state(ck["rng"])
+            rngs = ck.get("rng_ranks")
+            set_rng_state(rngs[ranks.rank] if ranks is not None and rngs and len(rngs) == ranks.world
+                          else ck["rng"])
         except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
             raise CompressionError(f"checkpoint {self.path} does not fit this run ({type(e).__name__}: {e}); it was "
                                    "damaged — move it away to start the run afresh") from None

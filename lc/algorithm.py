@@ -15,7 +15,8 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import torch
 
-from ._checkpoint import Checkpoint, LoopState
+from ._checkpoint import Checkpoint, LoopState, rng_state
+from ._distributed import ranks_for
 from ._errors import CompressionError
 from ._memory import release_freed_memory
 from ._steps import solve
@@ -118,6 +119,9 @@ class Algorithm:
     - ``example_input``: an input batch for ``model`` (a tuple is passed as several arguments), needed only by
       compressions that ask for their layer's output size (``RankSelection(criterion="flops")``): the model is run
       on it once, in eval mode and without gradients, when the tasks are built.
+    - ``distributed``: the L step runs under ``torch.distributed`` (DDP, FSDP): the C step runs on rank 0 and its Θ is
+      broadcast, the ranks agree on stopping, rank 0 alone writes checkpoints and logs (``docs/distributed.md``).
+      Default (None): whenever a process group of more than one rank is initialised.
     - ``direct_mu``: the μ of the direct compression Θ = Π(w̄) (step 0). Default (None): μ₁, the first of the
       schedule. ``0``: the limit μ → 0⁺, the LC papers' start, Θ = argmin α C(Θ): penalty forms start from
       nothing kept (all pruned, rank 0) and grow what the loss needs as μ increases; constraint forms do not
@@ -132,7 +136,7 @@ class Algorithm:
                  l_step_optimization: Callable, evaluation_func: Callable | None = None, *,
                  multipliers: bool = True, tolerance: float = 1e-8, callbacks: Iterable[Callable] = (),
                  checkpoint_dir: str | Path | None = None, example_input: Any = None,
-                 direct_mu: float | None = None):
+                 direct_mu: float | None = None, distributed: bool | None = None):
         self.mu_schedule = _check_schedule(mu_schedule)
         if direct_mu is not None and (isinstance(direct_mu, bool) or not isinstance(direct_mu, numbers.Real)
                                       or not 0 <= direct_mu <= self.mu_schedule[0]):
@@ -142,6 +146,7 @@ class Algorithm:
         _check_callable(l_step_optimization, "l_step_optimization", "f(model, lc_penalty, step)", (None, None, 0))
         if evaluation_func is not None:
             _check_callable(evaluation_func, "evaluation_func", "f(model) (or None)", (None,))
+        self._ranks = ranks_for(distributed)
         self.checkpoint = Checkpoint(checkpoint_dir) if checkpoint_dir is not None else None
         self.model = model
         self.tasks: list[Task] = build_tasks(model, compression_tasks, example_input)
@@ -202,7 +207,10 @@ class Algorithm:
                     "weights, with no checkpoint to go back to: build a new lc.Algorithm from the reference model "
                     "(give checkpoint_dir=... to resume after a failure)")
             self.loop = self._fresh()
-        loop = self.checkpoint.load(self, StepRecord) if self.checkpoint is not None else None
+        present = self.checkpoint is not None and self.checkpoint.exists()
+        if self._ranks is not None:
+            present = self._ranks.broadcast(present)            # every rank resumes, or none (rank 0 writes soon)
+        loop = self.checkpoint.load(self, StepRecord, self._ranks) if present else None
         if loop is not None:
             self.loop = loop
             self._set_deltas()
@@ -217,7 +225,12 @@ class Algorithm:
         self._targets.clear()                                                   # the L step's targets are spent
         ws = _Shifted(self, mu)                                                 # w − λ/μ, one task at a time
         previous, self.loop.states = self.loop.states, [None] * len(self.tasks)
-        self.loop.states = solve([t.step for t in self.tasks], ws, mu, _Once(previous))   # Θ ← Π(w − λ/μ)
+        steps = [t.step for t in self.tasks]
+        if self._ranks is None:
+            self.loop.states = solve(steps, ws, mu, _Once(previous))              # Θ ← Π(w − λ/μ)
+        else:                                                                     # on rank 0, Θ broadcast
+            self.loop.states = self._ranks.states(lambda: solve(steps, ws, mu, _Once(previous)),
+                                                  [t.params[0].device for t in self.tasks])
         self._set_deltas()
         release_freed_memory()
         return time.perf_counter() - t
@@ -269,13 +282,18 @@ class Algorithm:
         record = StepRecord(step, mu, distance, evaluation, bits, self._ratio(bits), l_time, c_time,
                             {t.name: _info(s) for t, s in zip(self.tasks, self.states)})
         self.history.append(record)
-        log.info("LC step %d  mu=%.3g  |w-Delta|^2=%.4g  bits=%d  ratio=%.2f  eval=%s  (L %.2fs, C %.2fs)", step,
-                 mu, sum(distance.values()), bits, record.ratio, evaluation, l_time, c_time)
+        if self._ranks is None or self._ranks.writer:
+            log.info("LC step %d  mu=%.3g  |w-Delta|^2=%.4g  bits=%d  ratio=%.2f  eval=%s  (L %.2fs, C %.2fs)",
+                     step, mu, sum(distance.values()), bits, record.ratio, evaluation, l_time, c_time)
         stop = [cb(self, record) is True for cb in self.callbacks]             # every callback sees every step
         self.loop.finished = (any(stop) or (step > 0 and sum(distance.values()) < self.tolerance)
                               or step == len(self.mu_schedule))
+        if self._ranks is not None:
+            self.loop.finished = self._ranks.agree(self.loop.finished)         # any rank's stop stops all
         if self.checkpoint is not None:
-            self.checkpoint.save(self)
+            rngs = self._ranks.gather(rng_state()) if self._ranks is not None else None
+            if self._ranks is None or self._ranks.writer:
+                self.checkpoint.save(self, rngs)
 
     def _ratio(self, bits: int) -> float:
         return model_ratio(self.model, self.tasks, bits)
