@@ -35,13 +35,13 @@ def narrow(model: nn.Module, widths: list[int]) -> nn.Module:
     layer's output (a flattened convolution's input in proportion). Newly initialised (seed torch before). Models
     that are not such a chain (residual additions, grouped convolutions, batch norm) are refused."""
     layers = _chain(model)
-    if len(widths) != len(layers) - 1:
-        raise lc.CompressionError(f"narrow: give {len(layers) - 1} widths (every layer but the last), not "
-                                  f"{len(widths)}")
     if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()) or \
             any(getattr(m, "groups", 1) != 1 for _, m in layers):
         raise lc.CompressionError(f"narrow: {type(model).__name__} has batch norm or grouped convolutions; only "
                                   "a chain of linear and convolutional layers can be narrowed here")
+    if len(widths) != len(layers) - 1:
+        raise lc.CompressionError(f"narrow: give {len(layers) - 1} widths (every layer but the last), not "
+                                  f"{len(widths)}")
     out = copy.deepcopy(model)
     previous = None                                              # (old output width, new output width)
     for i, (name, m) in enumerate(layers):
