@@ -32,7 +32,7 @@ from tasks.adapter import Adapter, flops
 
 from .cli import option
 from .progress import bar
-from .baselines.common import Job, counting, nominal_ratio, train_size
+from .baselines.common import Diverged, Job, Outcome, counting, nominal_ratio, train_size
 from .runs import RunStore
 from .schemes import FAMILIES, RENAMED, Family, family
 
@@ -238,27 +238,39 @@ def _baseline_run(config: Sweep, task: Adapter, ref: _Reference, fam: Family, va
     torch.manual_seed(task.seed)
     job = Job(task, ref.model, max(1, round(config.steps * config.budget)), fam)
     t = time.perf_counter()
-    out = fam.run(job, value)
+    try:
+        out, diverged = fam.run(job, value), None
+    except Diverged as e:                     # recorded as what it is: the method diverged at this budget
+        b = e.budget
+        out, diverged = Outcome(e.model, lc.Compressed.none(), b.calls, b.examples, b.time), e
     wall = time.perf_counter() - t
     net, compressed = out.model, out.compressed
     evaluation = task.evaluate(net)
-    ratio, bits = nominal_ratio(ref.model, net, compressed)
-    artifact = Path(config.out) / "artifacts" / f"{run_id}.lc"
-    artifact.parent.mkdir(parents=True, exist_ok=True)
-    file_bytes = lc.save(artifact, net, compressed, overwrite=True)
     shape = tuple(task.example_input(1).shape[1:])
+    if diverged is None:
+        ratio, bits = nominal_ratio(ref.model, net, compressed)
+        artifact = Path(config.out) / "artifacts" / f"{run_id}.lc"
+        artifact.parent.mkdir(parents=True, exist_ok=True)
+        file_bytes = lc.save(artifact, net, compressed, overwrite=True)
+        sizes = {"file_bytes": file_bytes, "realised_ratio": lc.storage.realised_ratio(ref.model, file_bytes),
+                 "flops": flops(net, shape), **_latency(config, shape, ref, net, compressed)}
+    else:                                     # the ratio its structure has; no artifact of non-finite weights
+        planned = copy.deepcopy(ref.model)
+        structure = fam.tasks(planned, value)
+        ratio, bits = nominal_ratio(ref.model, planned, lc.Compressed.direct(planned, structure)) if structure \
+            else nominal_ratio(ref.model, net, compressed)
+        sizes = {"file_bytes": None, "realised_ratio": None, "flops": None, **dict.fromkeys(LATENCY)}
     record = SimpleNamespace(ratio=ratio, evaluation=evaluation)
     row = {"run_id": run_id, "task": task.name, "split": task.split, "family": fam.name,
            "scheme": f"{fam.method}: {fam.description}", "parameter": fam.parameter, "value": value, "start": None,
            "method": fam.method, "kind": fam.type, **{f"test_{k}": v for k, v in evaluation.items()},
-           "ratio": ratio, "bits": bits, "file_bytes": file_bytes,
-           "realised_ratio": lc.storage.realised_ratio(ref.model, file_bytes), "flops": flops(net, shape),
-           f"reference_{task.metric}": ref.evaluation[task.metric], "higher_is_better": task.higher_is_better,
-           "reference_flops": ref.flops, "steps": out.steps, "epochs": _epochs(task, out.examples),
-           "budget": config.budget if out.steps else None, "wall_time": wall, "l_time": out.l_time,
-           "c_time": out.c_time, "mu0": None, "mu_multiplier": None, "seed": task.seed,
-           **_latency(config, shape, ref, net, compressed)}
-    warnings = _warnings(task, record)
+           "ratio": ratio, "bits": bits, f"reference_{task.metric}": ref.evaluation[task.metric],
+           "higher_is_better": task.higher_is_better, "reference_flops": ref.flops, "steps": out.steps,
+           "epochs": _epochs(task, out.examples), "budget": config.budget if out.steps else None,
+           "wall_time": wall, "l_time": out.l_time, "c_time": out.c_time, "mu0": None, "mu_multiplier": None,
+           "seed": task.seed, **sizes}
+    warnings = _warnings(task, record) + ([f"diverged: {diverged} (the metric is the diverged model's; no "
+                                           "artifact)"] if diverged else [])
     for w in warnings:
         log.warning("%s %s=%s: %s", fam.name, fam.parameter, value, w)
     states = SimpleNamespace(tasks=compressed.tasks, states=compressed.states, model=net)

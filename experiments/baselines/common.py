@@ -16,7 +16,7 @@ from lc.compression import Options, State
 from lc.penalty import Penalty
 from tasks.adapter import Adapter
 
-__all__ = ["Job", "Outcome", "Budget", "ZERO", "FloatCast", "project", "dense_bits", "nominal_ratio",
+__all__ = ["Job", "Outcome", "Budget", "Diverged", "ZERO", "FloatCast", "project", "dense_bits", "nominal_ratio",
            "train_size", "counting"]
 
 ZERO = Penalty(0.0, [])
@@ -73,6 +73,15 @@ def counting(model: nn.Module):
         handle.remove()
 
 
+class Diverged(lc.CompressionError):
+    """A baseline's training left non-finite weights (the method diverged at this budget): raised by
+    :class:`Budget` with the model as it is, so that the sweep records the run as diverged instead of stopping."""
+
+    def __init__(self, model: nn.Module, step: int, budget: "Budget"):
+        super().__init__(f"the weights are not finite after L step {step}: the training diverged")
+        self.model, self.step, self.budget = model, step, budget
+
+
 class Budget:
     """The training budget of a baseline: the task's own L step (``task.l_step(reference)``: the same optimizer,
     learning-rate schedule, batches and epochs per call as in the LC run) called with the zero penalty. Call it as
@@ -90,6 +99,8 @@ class Budget:
         self.time += time.perf_counter() - t
         self.calls += 1
         self.examples += examples[0]
+        if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+            raise Diverged(model, j, self)
 
     def outcome(self, model: nn.Module, compressed: lc.Compressed, c_time: float, **chosen) -> Outcome:
         return Outcome(model, compressed, self.calls, self.examples, self.time, c_time, chosen)

@@ -203,3 +203,12 @@ def test_compare_fronts_and_spread(tmp_path):
     assert table[1]["lc_at_or_better"] and table[1]["margin"] == pytest.approx(3.0)
     assert table[1]["lc_beyond_spread"] and answer["lc_beyond_spread_above_high"] == 1
     assert answer["largest_ratio_within"]["pruning"] == pytest.approx(40.0) and len(answer["baseline_better"]) == 1
+
+
+def test_a_diverged_baseline_is_a_row_not_a_crash(tmp_path):
+    task = Classification(TaskConfig(ref_epochs=2, epochs_per_step=1, lr=1e12))       # an L step that blows up
+    rows = sweep.run(task, sweep.Sweep(families=["ft-svd"], values={"ft-svd": [4]}, steps=2, latency=False,
+                                       progress=False, out=str(tmp_path / "out"), cache_dir=str(tmp_path / "c")))
+    (row,) = rows
+    assert "diverged" in row["warning"] and row["file_bytes"] is None and row["ratio"] == pytest.approx(4, rel=0.05)
+    assert row["steps"] == 1 and not (tmp_path / "out" / "artifacts" / f"{row['run_id']}.lc").exists()
