@@ -115,7 +115,7 @@ def plot_rows(rows: list[dict], path: str | Path, *, edge: float | None = None) 
     fig, ax = plt.subplots(figsize=(9, 5.5) if len({r.get("method") for r in rows}) > 1 else (7, 4.5))
     pts = points(rows, scale, metric)
     seeds = len({r.get("seed") for r in rows})
-    ref = scale * rows[0][f"reference_{metric}"] if rows else 0.0
+    ref = scale * statistics.fmean(r[f"reference_{metric}"] for r in rows) if rows else 0.0   # over the seeds
     limit = edge if edge is not None else useful_limit(
         [p.mean for p in pts], ref, higher_is_better=higher,
         flagged=[all("chance" in (r.get("warning") or "") for r in p.rows) for p in pts]) if pts else None
@@ -148,8 +148,9 @@ def plot_rows(rows: list[dict], path: str | Path, *, edge: float | None = None) 
             if seeds == 1:
                 ax.annotate(f"{p.value}", (p.ratio, p.mean), fontsize=7, textcoords="offset points", xytext=(3, 3))
     if rows:
+        of = f", mean of {seeds}" if seeds > 1 else ""
         ax.axhline(ref, color="k", ls="--", lw=1,
-                   label=f"reference ({ref:.2f}%)" if metric == "error" else f"reference ({ref:.4g})")
+                   label=f"reference ({ref:.2f}%{of})" if metric == "error" else f"reference ({ref:.4g}{of})")
         ax.set_title(f"{rows[0]['task']} — {rows[0]['split']}"
                      + (f"; mean ± std over {seeds} seeds" if seeds > 1 else ""), fontsize=9)
     if limit is not None:
