@@ -51,17 +51,20 @@ class Config:
     start: float = option(4.0, "compare points from this ratio on", flags=("--from",))
     within: float = option(2.0, "report the largest ratio each method reaches within this many points (error) or "
                                 "units (return) of the reference")
+    budget: float = option(1.0, "the baselines' training budget to compare (rows of other budgets in the same "
+                                "directories are left out; LC's and the post-training rows are always in)")
     edge: float | None = option(None, "the plot's axis edge on the bad side (error in %, or a return); default: "
                                       "the reference + 10 points for an error")
 
 
-def _load(paths: list[str]) -> list[dict]:
+def _load(paths: list[str], budget: float = 1.0) -> list[dict]:
     rows = []
     for p in paths:
         path = Path(p) / "rows.jsonl" if Path(p).is_dir() else Path(p)
         if not path.is_file():
             raise CompressionError(f"{p}: no rows.jsonl there; give the --out of a tradeoff run")
-        rows += read_rows(path)[0]
+        rows += [r for r in read_rows(path)[0] if r.get("method") in (None, "lc") or r.get("budget") is None
+                 or r["budget"] == budget]
     if not rows:
         raise CompressionError("no rows to compare")
     tasks = {r["task"] for r in rows}
@@ -138,7 +141,7 @@ def verdict(rows: list[dict], config: Config) -> tuple[list[dict], dict]:
 
 def main(argv=None) -> int:
     config = cli.parse(Config, argv, prog="python -m experiments.compare", description=__doc__)
-    rows = _load(config.rows)
+    rows = _load(config.rows, config.budget)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     metric, scale, higher = _scale(rows)

@@ -212,3 +212,23 @@ def test_a_diverged_baseline_is_a_row_not_a_crash(tmp_path):
     (row,) = rows
     assert "diverged" in row["warning"] and row["file_bytes"] is None and row["ratio"] == pytest.approx(4, rel=0.05)
     assert row["steps"] == 1 and not (tmp_path / "out" / "artifacts" / f"{row['run_id']}.lc").exists()
+
+
+def test_compare_writes_summary_verdict_and_plot_for_one_budget(tmp_path, capsys):
+    import json
+    rows = [{"run_id": f"{f}{b}{s}", "task": "t", "split": "s", "family": f, "method": m, "kind": "pruning",
+             "value": 0.1, "parameter": "kept fraction", "ratio": 8.0, "test_error": e, "reference_error": 0.02,
+             "seed": s, "budget": b, "higher_is_better": False, "epochs": 40 * (b or 0), "steps": 20,
+             "wall_time": 1.0}
+            for s in (0, 1) for f, m, b, e in (("pruning", "lc", 1.0, 0.021), ("gmp", "gmp", 1.0, 0.030),
+                                               ("gmp", "gmp", 0.25, 0.040), ("ptq-prune-global", "post-training",
+                                                                             None, 0.2))]
+    for s in (0, 1):
+        (tmp_path / f"s{s}").mkdir()
+        (tmp_path / f"s{s}" / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows if r["seed"] == s))
+    out = tmp_path / "cmp"
+    assert compare.main([str(tmp_path / "s0"), str(tmp_path / "s1"), "--out", str(out), "--budget", "0.25"]) == 0
+    summary = {r["family"]: r for r in __import__("csv").DictReader(open(out / "summary.csv"))}
+    assert float(summary["gmp"]["error_mean"]) == pytest.approx(4.0) and summary["gmp"]["seeds"] == "2"
+    assert json.loads((out / "target.json").read_text())["lc_at_or_better"] == 1
+    assert (out / "comparison.png").read_bytes()[:4] == b"\x89PNG" and "1 of 1 ratios" in capsys.readouterr().out
