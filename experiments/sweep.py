@@ -196,27 +196,39 @@ def _one_run(config: Sweep, task: Adapter, ref: _Reference, fam: Family, value, 
                              task.l_step(ref.model), task.evaluate, callbacks=[progress],
                              checkpoint_dir=Path(config.out) / "checkpoints" / run_id,
                              example_input=task.example_input(1), direct_mu=0 if start == "zero" else None)
+    diverged = None
     with counting(net) as examples:           # the training examples of this process (a resumed run: since then)
-        history = algorithm.run()
+        try:
+            history = algorithm.run()
+        except lc.CompressionError as e:      # the L step diverged: recorded as such, as a baseline's would be
+            if all(bool(torch.isfinite(p).all()) for p in net.parameters()):
+                raise
+            history, diverged = algorithm.history, e
     wall = time.perf_counter() - t
     steps.close()
     last = history[-1]
-    artifact = Path(config.out) / "artifacts" / f"{run_id}.lc"
-    artifact.parent.mkdir(parents=True, exist_ok=True)
-    file_bytes = lc.save(artifact, net, algorithm, overwrite=True)    # an unfinished run's file, if any, is ours
     shape = tuple(task.example_input(1).shape[1:])
+    if diverged is None:
+        artifact = Path(config.out) / "artifacts" / f"{run_id}.lc"
+        artifact.parent.mkdir(parents=True, exist_ok=True)
+        file_bytes = lc.save(artifact, net, algorithm, overwrite=True)    # an unfinished run's file, if any, is ours
+        evaluation = last.evaluation
+        sizes = {"file_bytes": file_bytes, "realised_ratio": lc.storage.realised_ratio(net, file_bytes),
+                 "flops": flops(net, shape), **_latency(config, shape, ref, net, algorithm)}
+    else:                                     # the diverged weights, at chance; no artifact
+        evaluation = task.evaluate(net)
+        last = SimpleNamespace(ratio=last.ratio, bits=last.bits, step=last.step, evaluation=evaluation)
+        sizes = {"file_bytes": None, "realised_ratio": None, "flops": None, **dict.fromkeys(LATENCY)}
     row = {"run_id": run_id, "task": task.name, "split": task.split, "family": fam.name,
            "scheme": _describe(fam, tasks), "parameter": fam.parameter, "value": value, "start": start,
            "method": fam.method, "kind": fam.type,
-           **{f"test_{k}": v for k, v in last.evaluation.items()}, "ratio": last.ratio, "bits": last.bits,
-           "file_bytes": file_bytes, "realised_ratio": lc.storage.realised_ratio(net, file_bytes),
-           "flops": flops(net, shape), f"reference_{task.metric}": ref.evaluation[task.metric],
+           **{f"test_{k}": v for k, v in evaluation.items()}, "ratio": last.ratio, "bits": last.bits,
+           f"reference_{task.metric}": ref.evaluation[task.metric],
            "higher_is_better": task.higher_is_better, "reference_flops": ref.flops, "steps": last.step,
-           "epochs": _epochs(task, examples[0]), "budget": 1.0, "wall_time": wall, "l_time": sum(r.l_step_time for r in history),
-           "c_time": sum(r.c_step_time for r in history),
-           "mu0": mu0, "mu_multiplier": config.mu_multiplier, "seed": task.seed,
-           **_latency(config, shape, ref, net, algorithm)}
-    warnings = _warnings(task, last)
+           "epochs": _epochs(task, examples[0]), "budget": 1.0, "wall_time": wall,
+           "l_time": sum(r.l_step_time for r in history), "c_time": sum(r.c_step_time for r in history),
+           "mu0": mu0, "mu_multiplier": config.mu_multiplier, "seed": task.seed, **sizes}
+    warnings = _warnings(task, last) + ([f"diverged after LC step {last.step}: {diverged}"] if diverged else [])
     for w in warnings:
         log.warning("%s %s=%s%s: %s", fam.name, fam.parameter, value, " (from μ→0)" if start == "zero" else "", w)
     row.update(warning="; ".join(warnings) or None, chosen=chosen(algorithm))

@@ -205,13 +205,18 @@ def test_compare_fronts_and_spread(tmp_path):
     assert answer["largest_ratio_within"]["pruning"] == pytest.approx(40.0) and len(answer["baseline_better"]) == 1
 
 
-def test_a_diverged_baseline_is_a_row_not_a_crash(tmp_path):
+def test_a_diverged_run_is_a_row_not_a_crash(tmp_path):
     task = Classification(TaskConfig(ref_epochs=2, epochs_per_step=1, lr=1e12))       # an L step that blows up
-    rows = sweep.run(task, sweep.Sweep(families=["ft-svd"], values={"ft-svd": [4]}, steps=2, latency=False,
-                                       progress=False, out=str(tmp_path / "out"), cache_dir=str(tmp_path / "c")))
-    (row,) = rows
-    assert "diverged" in row["warning"] and row["file_bytes"] is None and row["ratio"] == pytest.approx(4, rel=0.05)
-    assert row["steps"] == 1 and not (tmp_path / "out" / "artifacts" / f"{row['run_id']}.lc").exists()
+    rows = sweep.run(task, sweep.Sweep(families=["ft-svd", "quantization"], values={"ft-svd": [4],
+                                                                                    "quantization": [2]},
+                                       steps=2, latency=False, progress=False, out=str(tmp_path / "out"),
+                                       cache_dir=str(tmp_path / "c")))
+    svd, lc_row = sorted(rows, key=lambda r: r["family"])
+    assert "diverged" in svd["warning"] and svd["file_bytes"] is None and svd["ratio"] == pytest.approx(4, rel=0.05)
+    assert svd["steps"] == 1 and not (tmp_path / "out" / "artifacts" / f"{svd['run_id']}.lc").exists()
+    assert "diverged after LC step" in lc_row["warning"] and lc_row["method"] == "lc"             # LC's too
+    assert lc_row["file_bytes"] is None and lc_row["test_error"] > 0.5 and lc_row["ratio"] > 20
+    assert not (tmp_path / "out" / "checkpoints" / lc_row["run_id"]).exists()
 
 
 def test_compare_writes_summary_verdict_and_plot_for_one_budget(tmp_path, capsys):
