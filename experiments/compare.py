@@ -16,6 +16,9 @@ the baselines' front likewise; the benchmark asks:
   deviations over the seeds);
 - where a baseline is better, it is listed.
 
+Only points run with every seed present in the rows enter the verdict (a mean over fewer seeds is not compared
+with one over more); the others are in the summary and the plot, and listed as left out.
+
 Only points from ``--from`` (4×) on are compared, and the largest ratio each method reaches within ``--within``
 (2 points of error) of the reference is reported.
 """
@@ -103,9 +106,12 @@ def _best(candidates: list[Point], ratio: float, tolerance: float, higher: bool)
 
 def verdict(rows: list[dict], config: Config) -> tuple[list[dict], dict]:
     """The two fronts compared at every ratio where a point lies (from ``config.start`` on): LC's best point at that
-    ratio or above against the baselines' best at that ratio or above; and the benchmark's answer."""
+    ratio or above against the baselines' best at that ratio or above; and the benchmark's answer. Only points run
+    with every seed of the rows are compared (the others are listed as ``left_out``)."""
     metric, scale, higher = _scale(rows)
-    pts = [p for p in points(rows, scale, metric) if p.ratio >= config.start * (1 - config.tolerance)]
+    seeds = {r.get("seed") for r in rows}
+    every = [p for p in points(rows, scale, metric) if p.ratio >= config.start * (1 - config.tolerance)]
+    pts = [p for p in every if {r.get("seed") for r in p.rows} == seeds]      # a mean over the same seeds only
     lc_pts = [p for p in pts if p.method == "lc"]
     base = [p for p in pts if p.method != "lc"]
     table = []
@@ -129,7 +135,8 @@ def verdict(rows: list[dict], config: Config) -> tuple[list[dict], dict]:
         if (p.mean >= ref - config.within) if higher else (p.mean <= ref + config.within):
             reach[p.family] = max(reach.get(p.family, 0.0), p.ratio)
     high = [t for t in table if t["ratio"] > config.high]
-    answer = {"reference": ref, "ratios": len(table), "lc_at_or_better": sum(t["lc_at_or_better"] for t in table),
+    answer = {"reference": ref, "seeds": sorted(seeds, key=str),
+              "left_out": sorted(f"{p.family}={p.value}" for p in every if p not in pts), "ratios": len(table), "lc_at_or_better": sum(t["lc_at_or_better"] for t in table),
               "ratios_above_high": len(high), "lc_beyond_spread_above_high": sum(t["lc_beyond_spread"] for t in high),
               "baseline_better": [f"{t['ratio']:.1f}×: {t['baseline_family']}={t['baseline_value']} "
                                   f"{t['baseline_mean']:.2f} ± {t['baseline_std']:.2f} vs LC {t['lc_family']}="
@@ -158,6 +165,8 @@ def main(argv=None) -> int:
           f"{answer['ratios_above_high']}")
     for line in answer["baseline_better"]:
         print(f"  a baseline is better at {line}")
+    if answer["left_out"]:
+        print(f"left out of the verdict (not run with every seed): {', '.join(answer['left_out'])}")
     print(f"largest ratio within {config.within:g} of the reference: {answer['largest_ratio_within']}")
     print(out / "comparison.png")
     return 0
