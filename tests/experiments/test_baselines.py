@@ -196,13 +196,15 @@ def test_compare_fronts_and_spread(tmp_path):
                  "ratio": ratio, "test_error": e, "reference_error": 0.02, "seed": i, "parameter": "p"}
                 for i, e in enumerate(errors)]
     rows = (row("pruning", "lc", 0.1, 8.0, [0.020, 0.022]) + row("pruning", "lc", 0.02, 40.0, [0.03, 0.03])
-            + row("gmp", "gmp", 0.1, 8.1, [0.019, 0.019]) + row("gmp", "gmp", 0.02, 40.2, [0.05, 0.07]))
+            + row("gmp", "gmp", 0.1, 8.1, [0.019, 0.019]) + row("gmp", "gmp", 0.02, 40.2, [0.05, 0.07])
+            + row("imp", "imp-rewind", 0.02, 40.1, [0.001]))           # one seed of two: not in the verdict
     table, answer = compare.verdict(rows, compare.Config(rows=[], out=str(tmp_path)))
     assert [round(t["ratio"]) for t in table] == [8, 40]
     assert not table[0]["lc_at_or_better"] and table[0]["baseline_family"] == "gmp"      # 2.1 vs 1.9: gmp wins
     assert table[1]["lc_at_or_better"] and table[1]["margin"] == pytest.approx(3.0)
     assert table[1]["lc_beyond_spread"] and answer["lc_beyond_spread_above_high"] == 1
     assert answer["largest_ratio_within"]["pruning"] == pytest.approx(40.0) and len(answer["baseline_better"]) == 1
+    assert answer["left_out"] == ["imp=0.02"]
 
 
 def test_a_diverged_run_is_a_row_not_a_crash(tmp_path):
