@@ -48,6 +48,15 @@ class Family:
     at_least: float | None = None           # the smallest value that means something (a target ratio: 1)
     structured: bool = False                # whole channels removed: build(model, value, example) makes the tasks,
                                             # and a run is exported with its zero channels removed
+    method: str = "lc"                      # the rows' method: "lc", or the baseline's (experiments.baselines)
+    kind: str = ""                          # the compression type, one colour on the plots (default: the name)
+    run: Callable[..., Any] | None = None   # a baseline: run(job, value) → experiments.baselines.Outcome,
+                                            # instead of lc.Algorithm (make/build: the structure it ends in)
+
+    @property
+    def type(self) -> str:
+        """The compression type (the plots' colour): ``kind``, or the family's name."""
+        return self.kind or self.name
 
     def check(self, value) -> None:
         """A value of this family's parameter, or a :class:`lc.CompressionError` saying what to give."""
@@ -192,6 +201,9 @@ FAMILIES: dict[str, Family] = {f.name: f for f in [
            description="each tensor in {−a, 0, a}"),
     Family("affine", "bits", (2, 4, 8), lambda b, shapes: (AsVector, lc.AffineQuantization(bits=b)), integer=True,
            description="each tensor on a uniform grid of 2^bits levels"),
+    Family("affine-channel", "bits", (2, 4, 8),
+           lambda b, shapes: (AsIs, lc.AffineQuantization(bits=b, per_channel=True)), integer=True, kind="affine",
+           description="each output channel on its own uniform grid of 2^bits levels"),
     Family("prune+quant", "kept fraction", (0.01, 0.02),
            lambda f, shapes: [(AsVector, lc.ConstraintL0Pruning(kappa=kappa_of(f, shapes))),
                               (AsVector, lc.AdaptiveQuantization(k=2))],
@@ -211,6 +223,10 @@ FAMILIES: dict[str, Family] = {f.name: f for f in [
                               (AsVector, lc.ConstraintL0Pruning(kappa=kappa_of(f, shapes)))], mu0=1e-3,
            description="additive: each matrix at 5% rank plus a sparse correction of a fraction of weights"),
 ]}
+
+from .baselines.registry import FAMILIES as _BASELINES  # noqa: E402  (built on Family and the helpers above)
+
+FAMILIES.update(_BASELINES)
 
 _PRUNED_QUANT = re.compile(r"pruned-quant(\d+)")
 RENAMED = {"rank-budget": "rank (a target storage ratio, met by lc.RankBudget)"}   # old name → new

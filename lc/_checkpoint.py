@@ -1,6 +1,13 @@
 """Checkpoints of an LC run: :class:`Checkpoint` saves the loop's state after every step and gives it back on
 resume. A kill at any moment leaves either the previous checkpoint or the new one, never a broken file. Only
-tensors, numbers, strings, lists and dicts are written, so loading runs no code."""
+tensors, numbers, strings, lists and dicts are written, so loading runs no code.
+
+Each checkpoint is serialised into a temporary file when the step ends (into the OS's page cache: the next L step
+may change the model at once, and no copy of it is taken), and made durable in a background thread that fsyncs the
+file and renames it over the previous one, overlapping the next L step. A kill before that rename leaves the
+previous checkpoint, from which the resumed run computes the lost step again, the same way (the RNG streams are in
+the checkpoint); an exception in the loop waits for the pending rename before it is raised, so that the checkpoint
+of every step the run finished is in place."""
 from __future__ import annotations
 
 import dataclasses
@@ -17,7 +24,7 @@ import torch
 
 from ._codec import encode_all
 from ._errors import CompressionError
-from ._io import writable_dir, write_atomic
+from ._io import PendingWrite, writable_dir, write_atomic_background
 from .compression._base import State
 
 __all__ = ["Checkpoint", "LoopState", "FILENAME", "fingerprint"]
@@ -64,24 +71,44 @@ class Checkpoint:
 
     def __init__(self, directory):
         self.path = writable_dir(Path(directory), "checkpoint_dir") / FILENAME
+        self._pending: PendingWrite | None = None
 
     def exists(self) -> bool:
+        self.wait(raise_error=False)
         return self.path.exists()
 
-    def save(self, algorithm) -> None:
+    def save(self, algorithm, rngs: list | None = None) -> None:
+        """Write the run as it is now: serialised here, made durable (fsync, rename) in the background. ``rngs``:
+        every rank's random-number streams, in rank order (a distributed run; rank 0 writes)."""
+        self.wait()
         loop = algorithm.loop
         obj = {"format": FORMAT, "fingerprint": fingerprint(algorithm), "finished": loop.finished,
                "model": algorithm.model.state_dict(), "states": [s.to_dict() for s in loop.states],
                "lam": loop.lam, "history": [_plain(dataclasses.asdict(r)) for r in loop.history],
-               "rng": rng_state()}
+               "rng": rngs[0] if rngs else rng_state()}
+        if rngs:
+            obj["rng_ranks"] = rngs
         if hasattr(algorithm.l_step_optimization, "state_dict"):
             obj["l_step"] = algorithm.l_step_optimization.state_dict()
-        write_atomic(self.path, lambda f: torch.save(obj, f), what="the checkpoint")
+        self._pending = write_atomic_background(self.path, lambda f: torch.save(obj, f), what="the checkpoint")
 
-    def load(self, algorithm, record_type) -> LoopState | None:
-        """The saved loop state, with the model, the RNG streams and the L step's state restored; None if there is
-        no checkpoint yet."""
-        if not self.path.exists():
+    def wait(self, raise_error: bool = True) -> None:
+        """Until the last checkpoint is in place; if that failed, its error is raised here (or only logged with
+        ``raise_error=False``, when another exception is on its way)."""
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return
+        try:
+            pending.wait()
+        except BaseException as e:
+            if raise_error:
+                raise
+            log.error("the checkpoint %s could not be written: %s", self.path, e)
+
+    def load(self, algorithm, record_type, ranks=None) -> LoopState | None:
+        """The saved loop state, with the model, the RNG streams (this rank's, in a distributed run) and the L step's
+        state restored; None if there is no checkpoint yet."""
+        if not self.exists():
             return None
         ck = load(self.path)
         if ck["format"] != FORMAT:
@@ -98,7 +125,9 @@ class Checkpoint:
             states = [State.from_dict(s).to(t.params[0].device) for s, t in zip(ck["states"], algorithm.tasks)]
             lam = {n: v.to(device[n]) for n, v in ck["lam"].items()}
             history = [record_type(**r) for r in ck["history"]]
-            set_rng_state(ck["rng"])
+            rngs = ck.get("rng_ranks")
+            set_rng_state(rngs[ranks.rank] if ranks is not None and rngs and len(rngs) == ranks.world
+                          else ck["rng"])
         except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
             raise CompressionError(f"checkpoint {self.path} does not fit this run ({type(e).__name__}: {e}); it was "
                                    "damaged — move it away to start the run afresh") from None

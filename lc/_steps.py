@@ -191,9 +191,11 @@ def check_couplings(steps: Sequence[Step]) -> None:
 def solve(steps: Sequence[Step], ws: Sequence[Sequence[torch.Tensor]], mu: float,
           previous: Sequence[State | None]) -> list[State]:
     """Θ ← Π(w − λ/μ) for every task, given ``ws[i]`` = w − λ/μ of task i: each step alone, except the steps that
-    share a coupling, which their coupling solves together."""
-    states = [step.compress(w, mu, prev) if step.coupling is None else None
-              for step, w, prev in zip(steps, ws, previous)]
+    share a coupling, which their coupling solves together. ``ws[i]`` and ``previous[i]`` are read once per task, in
+    order, so lazy sequences hold one task's tensors at a time (those of a coupling together) and may drop each
+    previous state once it is read."""
+    states = [steps[i].compress(ws[i], mu, previous[i]) if steps[i].coupling is None else None
+              for i in range(len(steps))]
     for coupling, group in _groups(steps).values():
         joint = coupling.compress([steps[i].single()[1] for i in group],
                                   [steps[i].inputs(ws[i]) for i in group], mu, [previous[i] for i in group])

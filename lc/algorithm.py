@@ -8,14 +8,17 @@ import logging
 import math
 import numbers
 import time
+from collections import abc
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import torch
 
-from ._checkpoint import Checkpoint, LoopState
+from ._checkpoint import Checkpoint, LoopState, rng_state
+from ._distributed import ranks_for
 from ._errors import CompressionError
+from ._memory import release_freed_memory
 from ._steps import solve
 from ._tasks import Task, build_tasks
 from .compressed import model_ratio
@@ -116,6 +119,9 @@ class Algorithm:
     - ``example_input``: an input batch for ``model`` (a tuple is passed as several arguments), needed only by
       compressions that ask for their layer's output size (``RankSelection(criterion="flops")``): the model is run
       on it once, in eval mode and without gradients, when the tasks are built.
+    - ``distributed``: the L step runs under ``torch.distributed`` (DDP, FSDP): the C step runs on rank 0 and its Θ is
+      broadcast, the ranks agree on stopping, rank 0 alone writes checkpoints and logs (``docs/distributed.md``).
+      Default (None): whenever a process group of more than one rank is initialised.
     - ``direct_mu``: the μ of the direct compression Θ = Π(w̄) (step 0). Default (None): μ₁, the first of the
       schedule. ``0``: the limit μ → 0⁺, the LC papers' start, Θ = argmin α C(Θ): penalty forms start from
       nothing kept (all pruned, rank 0) and grow what the loss needs as μ increases; constraint forms do not
@@ -130,7 +136,7 @@ class Algorithm:
                  l_step_optimization: Callable, evaluation_func: Callable | None = None, *,
                  multipliers: bool = True, tolerance: float = 1e-8, callbacks: Iterable[Callable] = (),
                  checkpoint_dir: str | Path | None = None, example_input: Any = None,
-                 direct_mu: float | None = None):
+                 direct_mu: float | None = None, distributed: bool | None = None):
         self.mu_schedule = _check_schedule(mu_schedule)
         if direct_mu is not None and (isinstance(direct_mu, bool) or not isinstance(direct_mu, numbers.Real)
                                       or not 0 <= direct_mu <= self.mu_schedule[0]):
@@ -140,6 +146,7 @@ class Algorithm:
         _check_callable(l_step_optimization, "l_step_optimization", "f(model, lc_penalty, step)", (None, None, 0))
         if evaluation_func is not None:
             _check_callable(evaluation_func, "evaluation_func", "f(model) (or None)", (None,))
+        self._ranks = ranks_for(distributed)
         self.checkpoint = Checkpoint(checkpoint_dir) if checkpoint_dir is not None else None
         self.model = model
         self.tasks: list[Task] = build_tasks(model, compression_tasks, example_input)
@@ -150,7 +157,9 @@ class Algorithm:
         self.callbacks = list(callbacks)
         self.loop = self._fresh()
         self.uncompressed: dict[str, torch.Tensor] | None = None
-        self._delta: dict[str, torch.Tensor] = {}               # Δ(Θ) per parameter, from loop.states
+        # one tensor per parameter: Δ(Θ) after a C step (_target_mu None), Δ(Θ) + λ/μ while the L step at μ runs
+        self._targets: dict[str, torch.Tensor] = {}
+        self._target_mu: float | None = None
         self._trained = self._failed = self._done = False
 
     states = property(lambda self: self.loop.states, doc="Θ: the state of each task after the last C step")
@@ -175,12 +184,17 @@ class Algorithm:
                 if self.multipliers:
                     self._update_multipliers(mu)                             # λ ← λ − μ(w − Δ(Θ))
                 self._record(step=j + 1, mu=mu, l_time=l_time, c_time=c_time)
+            if self.checkpoint is not None:
+                self.checkpoint.wait()                                       # the last checkpoint is in place
         except BaseException:
             self._failed = True
+            if self.checkpoint is not None:
+                self.checkpoint.wait(raise_error=False)     # the last step's checkpoint reaches the disk
             raise
         self._done = True
-        self.uncompressed = {n: p.detach().clone() for n, p in self._named_params()}
-        self._load(self._delta)                                              # the model holds Δ(Θ)
+        deltas = self._deltas()
+        self._swap(deltas)                                                   # the model holds Δ(Θ) …
+        self.uncompressed, self._targets = dict(deltas), {}                  # … and these tensors w
         return self.history
 
     def _begin(self) -> None:
@@ -193,7 +207,10 @@ class Algorithm:
                     "weights, with no checkpoint to go back to: build a new lc.Algorithm from the reference model "
                     "(give checkpoint_dir=... to resume after a failure)")
             self.loop = self._fresh()
-        loop = self.checkpoint.load(self, StepRecord) if self.checkpoint is not None else None
+        present = self.checkpoint is not None and self.checkpoint.exists()
+        if self._ranks is not None:
+            present = self._ranks.broadcast(present)            # every rank resumes, or none (rank 0 writes soon)
+        loop = self.checkpoint.load(self, StepRecord, self._ranks) if present else None
         if loop is not None:
             self.loop = loop
             self._set_deltas()
@@ -205,19 +222,37 @@ class Algorithm:
 
     def _c_step(self, mu: float) -> float:
         t = time.perf_counter()
-        ws = [self._shifted(task, mu) for task in self.tasks]                  # w − λ/μ per task
-        self.loop.states = solve([t.step for t in self.tasks], ws, mu, self.loop.states)   # Θ ← Π(w − λ/μ)
+        self._targets.clear()                                                   # the L step's targets are spent
+        ws = _Shifted(self, mu)                                                 # w − λ/μ, one task at a time
+        previous, self.loop.states = self.loop.states, [None] * len(self.tasks)
+        steps = [t.step for t in self.tasks]
+        if self._ranks is None:
+            self.loop.states = solve(steps, ws, mu, _Once(previous))              # Θ ← Π(w − λ/μ)
+        else:                                                                     # on rank 0, Θ broadcast
+            self.loop.states = self._ranks.states(lambda: solve(steps, ws, mu, _Once(previous)),
+                                                  [t.params[0].device for t in self.tasks])
         self._set_deltas()
+        release_freed_memory()
         return time.perf_counter() - t
 
     def _set_deltas(self) -> None:
+        """Δ(Θ) of every task as the targets, each a tensor of its own (not a state's, which the loop may not touch)."""
+        self._targets.clear()
         for task, state in zip(self.tasks, self.loop.states):
-            self._delta.update(task.deltas(state))
+            self._targets.update(_owned(task.deltas(state), state))
+        self._target_mu = None
 
+    def _deltas(self) -> dict[str, torch.Tensor]:
+        """Δ(Θ) per parameter: the targets after a C step; during an L step (they hold Δ(Θ) + λ/μ), from Θ again."""
+        if self._target_mu is None:
+            return self._targets
+        return {n: d for task, state in zip(self.tasks, self.loop.states) for n, d in task.deltas(state).items()}
+
+    @torch.no_grad()
     def _update_multipliers(self, mu: float) -> None:
         lam = self.loop.lam
         for n, p in self._named_params():
-            lam[n] = lam[n] - mu * (p.detach() - self._delta[n])                # λ ← λ − μ(w − Δ(Θ))
+            lam[n].sub_((p.detach() - self._targets[n]).mul_(mu))               # λ ← λ − μ(w − Δ(Θ))
 
     def _shifted(self, task: Task, mu: float) -> list[torch.Tensor]:
         ws = task.weights() if mu == 0 else [w - self.loop.lam[n] / mu                              # w − λ/μ
@@ -229,12 +264,17 @@ class Algorithm:
                                       if self.checkpoint else ""))
         return ws
 
+    @torch.no_grad()
     def _penalty(self, mu: float) -> Penalty:
-        return Penalty(mu, [(p, self._delta[n] + self.loop.lam[n] / mu) for n, p in self._named_params()])
+        for n, _ in self._named_params():                      # Δ(Θ) → Δ(Θ) + λ/μ in place (a tensor of its own)
+            self._targets[n].add_(self.loop.lam[n] / mu)
+        self._target_mu = mu
+        release_freed_memory()
+        return Penalty(mu, [(p, self._targets[n]) for n, p in self._named_params()])
 
     # ----------------------------------------------------------------------------------------- records
     def _record(self, step: int, mu: float, l_time: float, c_time: float) -> None:
-        distance = {t.name: float(sum(((p.detach() - self._delta[n]) ** 2).sum()
+        distance = {t.name: float(sum(((p.detach() - self._targets[n]) ** 2).sum()
                                       for n, p in zip(t.param_names, t.params))) for t in self.tasks}
         with self.compressed():
             evaluation = self.evaluation_func(self.model) if self.evaluation_func else None
@@ -242,13 +282,18 @@ class Algorithm:
         record = StepRecord(step, mu, distance, evaluation, bits, self._ratio(bits), l_time, c_time,
                             {t.name: _info(s) for t, s in zip(self.tasks, self.states)})
         self.history.append(record)
-        log.info("LC step %d  mu=%.3g  |w-Delta|^2=%.4g  bits=%d  ratio=%.2f  eval=%s  (L %.2fs, C %.2fs)", step,
-                 mu, sum(distance.values()), bits, record.ratio, evaluation, l_time, c_time)
+        if self._ranks is None or self._ranks.writer:
+            log.info("LC step %d  mu=%.3g  |w-Delta|^2=%.4g  bits=%d  ratio=%.2f  eval=%s  (L %.2fs, C %.2fs)",
+                     step, mu, sum(distance.values()), bits, record.ratio, evaluation, l_time, c_time)
         stop = [cb(self, record) is True for cb in self.callbacks]             # every callback sees every step
         self.loop.finished = (any(stop) or (step > 0 and sum(distance.values()) < self.tolerance)
                               or step == len(self.mu_schedule))
+        if self._ranks is not None:
+            self.loop.finished = self._ranks.agree(self.loop.finished)         # any rank's stop stops all
         if self.checkpoint is not None:
-            self.checkpoint.save(self)
+            rngs = self._ranks.gather(rng_state()) if self._ranks is not None else None
+            if self._ranks is None or self._ranks.writer:
+                self.checkpoint.save(self, rngs)
 
     def _ratio(self, bits: int) -> float:
         return model_ratio(self.model, self.tasks, bits)
@@ -258,29 +303,87 @@ class Algorithm:
         for t in self.tasks:
             yield from zip(t.param_names, t.params)
 
-    def _load(self, tensors: Mapping[str, torch.Tensor]) -> None:
-        with torch.no_grad():
-            for n, p in self._named_params():
-                p.copy_(tensors[n])
+    @torch.no_grad()
+    def _swap(self, deltas: Mapping[str, torch.Tensor]) -> None:
+        """Exchange the values of the parameters and of ``deltas``, in place: no copy of the model."""
+        for n, p in self._named_params():
+            _swap_(p.detach(), deltas[n])
 
     @contextlib.contextmanager
     def compressed(self):
-        """Within this context the model holds Δ(Θ) (after at least one C step); w is restored on exit."""
-        if len(self._delta) < sum(len(t.params) for t in self.tasks):
+        """Within this context the model holds Δ(Θ) (after at least one C step); w is restored on exit. The values
+        are swapped in place, block by block; called during an L step, it decompresses Θ again (a copy of the
+        compressed weights for the while)."""
+        if any(s is None for s in self.loop.states):
             raise CompressionError("no C step has run yet: call run() first")
         if self._done:
             yield self.model                                   # after run() the model already holds Δ(Θ)
             return
-        w = {n: p.detach().clone() for n, p in self._named_params()}
-        self._load(self._delta)
+        deltas = self._deltas()
+        self._swap(deltas)
         try:
             yield self.model
         finally:
-            self._load(w)
+            self._swap(deltas)
 
     def compression_ratio(self) -> float:
         """Nominal compression ratio of the whole model after the last C step."""
         return self._ratio(sum(s.bits for s in self.states))
+
+
+class _Shifted(abc.Sequence):
+    """w − λ/μ of each task, computed when the C step reads it: one task's at a time, not the whole model's."""
+
+    def __init__(self, algorithm: Algorithm, mu: float):
+        self.algorithm, self.mu = algorithm, mu
+
+    def __len__(self):
+        return len(self.algorithm.tasks)
+
+    def __getitem__(self, i):
+        release_freed_memory()                                 # the previous task's work space
+        return self.algorithm._shifted(self.algorithm.tasks[i], self.mu)
+
+
+class _Once(abc.Sequence):
+    """The previous states, each handed to its task's C step once and then dropped (freed as the new ones come)."""
+
+    def __init__(self, states: list):
+        self.states = states
+
+    def __len__(self):
+        return len(self.states)
+
+    def __getitem__(self, i):
+        state, self.states[i] = self.states[i], None
+        return state
+
+
+def _state_tensors(state: State):
+    yield from state.tensors.values()
+    for part in state.parts:
+        yield from _state_tensors(part)
+
+
+def _owned(deltas: Mapping[str, torch.Tensor], state: State) -> dict[str, torch.Tensor]:
+    """``deltas`` as contiguous tensors that share no memory with the state's (a decompression may return a state's
+    tensor itself, such as a dense low-rank matrix; the loop swaps and replaces its targets in place)."""
+    shared = {t.untyped_storage().data_ptr() for t in _state_tensors(state)}
+    return {n: d.clone() if d.untyped_storage().data_ptr() in shared else d.contiguous() for n, d in deltas.items()}
+
+
+def _swap_(a: torch.Tensor, b: torch.Tensor, block: int = 1 << 20) -> None:
+    """Exchange the values of two tensors of one shape, in place, ``block`` values at a time."""
+    if not (a.is_contiguous() and b.is_contiguous()):
+        t = a.clone()
+        a.copy_(b)
+        b.copy_(t)
+        return
+    a, b = a.view(-1), b.view(-1)
+    for i in range(0, a.numel(), block):
+        t = a[i:i + block].clone()
+        a[i:i + block].copy_(b[i:i + block])
+        b[i:i + block].copy_(t)
 
 
 def _info(state: State) -> dict:

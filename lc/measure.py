@@ -31,6 +31,7 @@ from torch import nn
 
 from ._errors import CompressionError
 from ._hooks import forward_with_hooks
+from ._memory import release_freed_memory
 
 __all__ = ["Quantity", "Profile", "Timing", "Usage", "flops", "parameter_count", "timings", "time_on", "latencies",
            "latency", "workload", "profile"]
@@ -169,7 +170,9 @@ def _rss() -> int:
 
 
 def workload(fn: Callable[[], object], *, interval: float = 1e-3) -> Usage:
-    """Run ``fn()`` once and measure its wall time, CPU time and peak memory (RSS; Linux ``/proc``)."""
+    """Run ``fn()`` once and measure its wall time, CPU time and peak memory (RSS; Linux ``/proc``). Memory freed
+    before is handed back to the system first, so that reusing it does not hide what ``fn`` allocates."""
+    release_freed_memory()
     start_rss = _rss()
     peak = [start_rss]
     done = threading.Event()

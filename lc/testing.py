@@ -44,7 +44,7 @@ DTYPES = (torch.float32, torch.float64, torch.bfloat16)
 
 _TOLERANCE = {  # (rtol, atol) per dtype, for: the same Δ computed twice; a warm start; the exported model's outputs
     torch.float64: {"same": (1e-6, 1e-6), "warm": (1e-5, 1e-6), "export": (1e-7, 1e-9)},
-    torch.float32: {"same": (1e-6, 1e-6), "warm": (1e-5, 1e-6), "export": (1e-4, 1e-5)},
+    torch.float32: {"same": (1e-5, 1e-5), "warm": (1e-5, 1e-6), "export": (1e-4, 1e-5)},   # (a GPU's SVD: ~4e-6)
     torch.float16: {"same": (1e-2, 1e-2), "warm": (1e-2, 1e-2), "export": (2e-2, 2e-2)},
     torch.bfloat16: {"same": (2e-2, 2e-2), "warm": (2e-2, 2e-2), "export": (3e-2, 3e-2)},
 }

@@ -21,21 +21,29 @@ MAX_GAP_WIDTH = 32
 def gaps(indices: torch.Tensor) -> torch.Tensor:
     """Gaps g_i = p_i − p_{i−1} − 1 between sorted positions (p_{−1} = −1), as int64."""
     idx = indices.to(torch.int64)
-    prev = torch.cat([idx.new_full((1,), -1), idx[:-1]])
-    return idx - prev - 1
+    return torch.diff(idx, prepend=idx.new_full((1,), -1)).sub_(1)
 
 
 def gap_code_bits(indices: torch.Tensor) -> tuple[int, int]:
-    """The cheapest fixed width b for gap coding of sorted ``indices``: returns ``(bits, b)``."""
+    """The cheapest fixed width b for gap coding of sorted ``indices``: returns ``(bits, b)`` (the smallest b
+    among equals). The cost of width b is b·(n + Σ_i ⌊g_i / M_b⌋), and only the gaps g ≥ M_b add to the sum; as b
+    grows, M_b grows, so each width sums over the gaps the previous width kept that still reach M_b, and the widths
+    stop at the first whose M_b exceeds every gap (any wider costs more). O(n) memory; the work is n times the number
+    of widths that most gaps reach (about log₂ of the mean gap), not 32·n."""
     g = gaps(indices)
-    if g.numel() == 0:
+    n = g.numel()
+    if n == 0:
         return 0, 1
-    widths = torch.arange(1, MAX_GAP_WIDTH + 1, device=g.device, dtype=torch.int64)
-    m = (1 << widths) - 1                                             # escape code per width
-    codes = (g[None, :] // m[:, None]).sum(dim=1) + g.numel()         # Σ(⌊g/M⌋ + 1) per width
-    cost = codes * widths
-    best = int(torch.argmin(cost))
-    return int(cost[best]), int(widths[best])
+    best = None
+    for b in range(1, MAX_GAP_WIDTH + 1):
+        m = (1 << b) - 1
+        g = g[g >= m]                                                 # the gaps that need escapes at this width
+        cost = b * (n + int((g // m).sum()))                          # b · Σ_i (⌊g_i/M⌋ + 1)
+        if best is None or cost < best[0]:
+            best = (cost, b)
+        if g.numel() == 0:                                            # every gap fits: wider widths cost more
+            break
+    return best
 
 
 def position_bits(indices: torch.Tensor, n: int) -> tuple[int, str, int]:

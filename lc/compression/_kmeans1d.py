@@ -39,6 +39,8 @@ import math
 import numpy as np
 import torch
 
+from ._primitives import sorted_values
+
 log = logging.getLogger(__name__)
 
 SUMMARY = 4096          # chunks of the summary solved exactly (step 2); fewer distinct values → exact DP
@@ -52,18 +54,33 @@ class _Prefix:
     """Prefix sums of counts, n·x and n·x² of sorted values x with multiplicities n, in float64: the cost of any
     run in O(1). Holds torch tensors (the fast path, on the weights' device) or numpy arrays (the DP)."""
 
-    def __init__(self, x, counts=None, shift=0.0):
-        """Sums of (x − shift) (centring loses less to cancellation). ``counts=None``: every multiplicity is 1 (no
-        duplicates), so the counts' prefix is i itself and is not stored."""
-        if isinstance(x, np.ndarray):
-            n = np.ones_like(x) if counts is None else counts
-            x = x - shift
-            self._n, self.s1, self.s2 = (np.concatenate([[0.0], np.cumsum(v)]) for v in (n, n * x, n * x * x))
-            return
-        self.shift = shift
-        self._n = None if counts is None else _cumsum0(counts, 0.0, counts, power=0)
-        self.s1 = _cumsum0(x, shift, counts, power=1)
-        self.s2 = _cumsum0(x, shift, counts, power=2)
+    def __init__(self, x: np.ndarray, counts: np.ndarray | None = None, shift=0.0):
+        """Numpy sums of (x − shift) (centring loses less to cancellation); ``counts=None``: every multiplicity 1.
+        ``x`` of shape (rows, n): each row its own sums, laid end to end (n + 1 entries a row, position i of row r
+        at r·(n + 1) + i), so that runs within any row cost O(1) with one set of flat indices."""
+        self.unit = counts is None                             # every multiplicity 1: Σ counts over [m, i) is i − m
+        n = np.ones_like(x) if counts is None else counts
+        x = x - shift
+        self._n, self.s1, self.s2 = (np.concatenate([np.zeros(v.shape[:-1] + (1,)), np.cumsum(v, -1)], -1).reshape(-1)
+                                     for v in (n, n * x, n * x * x))
+
+    @classmethod
+    def of(cls, x: torch.Tensor, n: torch.Tensor | None, shift: float) -> "_Prefix":
+        """Torch sums of sorted ``x`` with the multiplicities ``n[1:]`` (float64, len(x) + 1 entries), which become
+        their own prefix sums in place; ``n=None``: every multiplicity is 1, so the counts' prefix is i itself and
+        is not stored. 16 bytes a value (24 with multiplicities), no other copy of x in float64."""
+        p = cls.__new__(cls)
+        p.shift = shift
+        p.s1 = _cumsum0(x, shift, None if n is None else n[1:], power=1)
+        p.s2 = _cumsum0(x, shift, None if n is None else n[1:], power=2)
+        if n is not None:
+            n[1:].cumsum_(0)
+        p._n = n
+        return p
+
+    def counts(self) -> torch.Tensor:
+        """The multiplicities (float64), from their prefix sums."""
+        return torch.ones_like(self.s1[1:]) if self._n is None else torch.diff(self._n)
 
     def n(self, i):
         """Σ counts before position i."""
@@ -75,7 +92,16 @@ class _Prefix:
 
     def cost(self, m: np.ndarray, i: np.ndarray) -> np.ndarray:
         """Σ_{m ≤ t < i} n_t (x_t − mean)² of the runs [m, i) (numpy); +inf where m ≥ i."""
-        return _run_cost(*(np.stack([a[m], a[i]]) for a in (self._n, self.s1, self.s2)))
+        return _run_cost(*((a[m], a[i]) for a in (self._n, self.s1, self.s2)))
+
+    def cost_to(self, m: np.ndarray, mid: np.ndarray, length: np.ndarray) -> np.ndarray:
+        """:meth:`cost` of the runs [m, i) for i = ``mid`` repeated ``length`` times, each known to be nonempty
+        (m < i, positive counts): fewer passes, no infinities."""
+        s = np.repeat(self.s1[mid], length) - self.s1[m]
+        out = np.repeat(self.s2[mid], length) - self.s2[m]
+        cnt = np.repeat(mid, length) - m if self.unit else np.repeat(self._n[mid], length) - self._n[m]
+        out -= s * s / cnt
+        return np.maximum(out, 0, out=out)
 
 
 def _cumsum0(x: torch.Tensor, shift, counts: torch.Tensor | None, power: int) -> torch.Tensor:
@@ -84,42 +110,43 @@ def _cumsum0(x: torch.Tensor, shift, counts: torch.Tensor | None, power: int) ->
     out = torch.empty(x.numel() + 1, dtype=torch.float64, device=x.device)
     out[0] = 0
     v = out[1:]
-    if power == 0:
-        v.copy_(counts)
-    else:
-        v.copy_(x).sub_(shift)
-        if power == 2:
-            v.square_()
-        if counts is not None:
-            v.mul_(counts)
+    v.copy_(x).sub_(shift)
+    if power == 2:
+        v.square_()
+    if counts is not None:
+        v.mul_(counts)
     v.cumsum_(0)
     return out
 
 
-def _run_cost(n: np.ndarray, s1: np.ndarray, s2: np.ndarray) -> np.ndarray:
-    """The cost of the run between two prefix entries (index 0 and 1 of the first axis); +inf if it is empty."""
+def _run_cost(n, s1, s2) -> np.ndarray:
+    """The cost of the run between two prefix entries (the pairs (start, end) of n, s1, s2); +inf if it is empty."""
     cnt, s = n[1] - n[0], s1[1] - s1[0]
     with np.errstate(invalid="ignore", divide="ignore"):
         out = np.maximum((s2[1] - s2[0]) - s * s / cnt, 0)
     return np.where(cnt > 0, out, np.inf)
 
 
-def _layer(prev: np.ndarray, p: _Prefix, ilo: int, ihi: int, olo: int) -> tuple[np.ndarray, np.ndarray]:
+def _layer(prev: np.ndarray, p: _Prefix, ilo, ihi, olo, out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """cur(i) = min_{olo ≤ m < i} prev(m) + cost(m, i) for ilo ≤ i ≤ ihi, with the argmin, by divide and conquer
-    on the monotone argmin; every level of the recursion is one vectorised pass."""
-    cur = np.full_like(prev, np.inf)
+    on the monotone argmin; every level of the recursion is one vectorised pass. ``ilo``, ``ihi``, ``olo`` may be
+    arrays: one independent range each (the rows of a :class:`_Prefix` of several rows), solved together. ``out``:
+    where to write cur (else a new array)."""
+    cur = np.full_like(prev, np.inf) if out is None else out
+    if out is not None:
+        cur.fill(np.inf)
     arg = np.zeros(prev.size, dtype=np.int64)
     # pending subproblems: i in [a, b], argmin known to lie in [lo, hi]
-    a, b, lo, hi = (np.array([v]) for v in (ilo, ihi, olo, ihi - 1))
+    a, b, lo, hi = (np.atleast_1d(np.asarray(v, dtype=np.int64)) for v in (ilo, ihi, olo, np.asarray(ihi) - 1))
     while a.size:
         mid = (a + b) // 2
         length = np.minimum(mid - 1, hi) - lo + 1
         start = np.cumsum(length) - length
-        seg = np.repeat(np.arange(a.size), length)
-        m = lo[seg] + np.arange(seg.size) - start[seg]
-        val = prev[m] + p.cost(m, mid[seg])
+        m = np.repeat(lo - start, length) + np.arange(int(start[-1] + length[-1]))   # lo … min(mid − 1, hi)
+        val = p.cost_to(m, mid, length)                    # m < mid: every run is nonempty
+        val += prev[m]
         best = np.minimum.reduceat(val, start)
-        am = np.minimum.reduceat(np.where(val <= best[seg], m, prev.size), start)
+        am = np.minimum.reduceat(np.where(val <= np.repeat(best, length), m, prev.size), start)
         cur[mid] = best
         arg[mid] = am
         left, right = a <= mid - 1, mid + 1 <= b
@@ -134,22 +161,31 @@ def dp(x: torch.Tensor, counts: torch.Tensor, k: int) -> torch.Tensor:
     O(kN) memory. It runs in numpy on the CPU: its passes are many and small, where torch's per-call overhead
     (and, on a busy CPU, its thread pool) would dominate."""
     xs = x.detach().cpu().to(torch.float64).numpy()
-    n = xs.size
-    p = _Prefix(xs - xs.mean(), counts.detach().cpu().to(torch.float64).numpy())
-    idx = np.arange(n + 1)
-    cost = p.cost(np.zeros_like(idx), idx)               # D_1(i) = cost(0, i)
+    return torch.from_numpy(dp_rows(xs[None], counts.detach().cpu().to(torch.float64).numpy()[None], k)[0]).to(x.device)
+
+
+def dp_rows(x: np.ndarray, counts: np.ndarray, k: int) -> np.ndarray:
+    """:func:`dp` of each row of ``x`` (rows, n) with multiplicities ``counts`` (rows, n), all rows together (each
+    layer of the programme is one divide and conquer over every row): the (rows, k + 1) cuts. Sorted rows, not
+    necessarily strictly increasing: equal values may then fall in different runs (at no extra cost)."""
+    rows, n = x.shape
+    p = _Prefix(x - x.mean(1, keepdims=True), counts)
+    o = np.arange(rows) * (n + 1)                        # where each row's sums start
+    idx = (o[:, None] + np.arange(n + 1)).reshape(-1)
+    cost = p.cost(np.repeat(o, n + 1), idx)              # D_1(i) = cost(0, i), every row
     args = []
     for j in range(2, k):                                # D_j(i) for j ≤ i ≤ n − (k − j)
-        cost, arg = _layer(cost, p, j, n - (k - j), j - 1)
+        cost, arg = _layer(cost, p, o + j, o + n - (k - j), o + j - 1)
         args.append(arg)
-    cuts = [n]
+    cuts = np.zeros((rows, k + 1), dtype=np.int64)
+    cuts[:, k] = n
     if k >= 2:                                           # D_k(n) = min_m D_{k−1}(m) + cost(m, n)
-        m = np.arange(k - 1, n)
-        cuts.append(int(m[np.argmin(cost[m] + p.cost(m, np.full_like(m, n)))]))
-        for arg in reversed(args):
-            cuts.append(int(arg[cuts[-1]]))
-    cuts.append(0)
-    return torch.tensor(cuts[::-1], device=x.device)
+        m = o[:, None] + np.arange(k - 1, n)
+        total = cost[m] + p.cost(m, np.broadcast_to((o + n)[:, None], m.shape))
+        cuts[:, k - 1] = np.argmin(total, 1) + k - 1
+        for j, arg in zip(range(k - 2, 0, -1), reversed(args)):
+            cuts[:, j] = arg[o + cuts[:, j + 1]] - o
+    return cuts
 
 
 def _lloyd(x: torch.Tensor, p: _Prefix, cuts: torch.Tensor) -> torch.Tensor | None:
@@ -201,7 +237,7 @@ def _moves(x: torch.Tensor, p: _Prefix, cuts: torch.Tensor, offsets: torch.Tenso
     c, ok = cand.cpu().numpy(), (want == cand).cpu().numpy()
 
     def cost(a, b):
-        return _run_cost(*(np.stack(np.broadcast_arrays(u, v)) for u, v in zip(a, b)))
+        return _run_cost(*zip(a, b))
 
     e = np.where(ok[0], cost(ends[:, :1], g[:, 0]), np.inf)
     back = []
@@ -253,12 +289,20 @@ def _summary_edges(x: torch.Tensor, p: _Prefix, b: int) -> torch.Tensor:
     return torch.unique(torch.cat([by_count.clamp(0, d), by_value.clamp(0, d), by_count.new_tensor([0, d])]))
 
 
-def _sort(v: torch.Tensor) -> torch.Tensor:
-    """Sorted values. On the CPU numpy's sort (values only) is about twice as fast as ``torch.sort`` (which also
-    computes the permutation); elsewhere ``torch.sort``."""
-    if v.device.type == "cpu" and v.dtype in (torch.float32, torch.float64):
-        return torch.from_numpy(np.sort(v.detach().numpy()))
-    return torch.sort(v).values
+def _distinct(w: torch.Tensor, k: int) -> tuple[torch.Tensor, _Prefix | None]:
+    """The sorted distinct values of ``w`` and their prefix sums (None if there are at most k of them). The counts
+    of repeated values go straight into the buffer that becomes their prefix sums: about 28 bytes a value at the
+    peak (sorted values, counts, three prefix sums), not 36."""
+    x, n = sorted_values(w.reshape(-1)), None
+    if bool((x[1:] == x[:-1]).any()):
+        x, counts = torch.unique_consecutive(x, return_counts=True)
+        n = torch.empty(x.numel() + 1, dtype=torch.float64, device=x.device)
+        n[0] = 0
+        n[1:] = counts
+        del counts
+    if x.numel() <= k:
+        return x, None
+    return x, _Prefix.of(x, n, float(x[x.numel() // 2]))     # centring the sums loses less to cancellation
 
 
 def kmeans(w: torch.Tensor, k: int, init: torch.Tensor | None = None, exact: bool = False) -> torch.Tensor:
@@ -267,15 +311,12 @@ def kmeans(w: torch.Tensor, k: int, init: torch.Tensor | None = None, exact: boo
     With d ≤ k distinct values the answer is those d values (zero distortion, d clusters: none empty). ``init``
     (a previous codebook) is an extra starting point of the fast path; ``exact=True`` runs :func:`dp` on all the
     distinct values."""
-    x, counts = _sort(w.reshape(-1)), None
-    if bool((x[1:] == x[:-1]).any()):
-        x, counts = torch.unique_consecutive(x, return_counts=True)
-    if x.numel() <= k:
+    x, p = _distinct(w, k)
+    if p is None:
         return x.to(torch.float64)
-    shift = float(x[x.numel() // 2])                         # centring the sums loses less to cancellation
-    p = _Prefix(x, counts, shift)
+    shift = p.shift
     if exact or x.numel() <= SUMMARY:
-        cuts = dp(x, torch.ones_like(x) if counts is None else counts, k)
+        cuts = dp(x, p.counts(), k)
         return p.mean(cuts[:-1], cuts[1:]) + shift
     edges = _summary_edges(x, p, SUMMARY)
     starts = [_chunk_dp(p, edges, k)]                        # step 2: the chunk problem, exactly
@@ -292,5 +333,5 @@ def kmeans(w: torch.Tensor, k: int, init: torch.Tensor | None = None, exact: boo
             best, best_cost = out
     if best is None:                                         # every start emptied a cluster: solve exactly
         log.debug("1-D k-means: the fast path emptied a cluster; solving by the exact DP")
-        best = dp(x, torch.ones_like(x) if counts is None else counts, k)
+        best = dp(x, p.counts(), k)
     return p.mean(best[:-1], best[1:]) + shift

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from .._errors import CompressionError
@@ -16,7 +17,7 @@ from ._base import State
 from ._coding import position_bits
 
 __all__ = ["F32_BITS", "value_bits", "round_f32", "code_bits", "code_dtype", "nearest", "check_finite",
-           "sparse_state", "scatter"]
+           "sparse_state", "scatter", "sorted_values"]
 
 F32_BITS = 32            # one "f32" value
 
@@ -44,6 +45,14 @@ def code_dtype(levels: int) -> torch.dtype:
 def nearest(w: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
     """Index of the nearest entry of the sorted ``codebook`` for each weight (ties to the larger). O(N log k)."""
     return torch.bucketize(w.reshape(-1), (codebook[1:] + codebook[:-1]) / 2, right=True, out_int32=True)
+
+
+def sorted_values(v: torch.Tensor) -> torch.Tensor:
+    """The values of ``v`` sorted ascending along its last axis. On the CPU numpy's sort (values only) is about twice
+    as fast as ``torch.sort`` (which also computes the permutation, 8 bytes a value); elsewhere ``torch.sort``."""
+    if v.device.type == "cpu" and v.dtype in (torch.float32, torch.float64):
+        return torch.from_numpy(np.sort(v.detach().numpy(), axis=-1))
+    return torch.sort(v, dim=-1).values
 
 
 def check_finite(w: torch.Tensor, who: str) -> None:

@@ -20,8 +20,10 @@ reversed, negated values), L≤a = min_{a' ≤ a} L_a' ("at most a runs"), and S
 
 a suffix minimum over j for each a; the argmins give back the runs. The run costs use values centred on their mean
 (as in :mod:`._kmeans1d`: less cancellation, and a run's cost does not change with a shift); the zero run's Σ x²
-does change, so S is summed from the uncentred values. O(kN log N) time, O(kN) memory (N = the number of weights;
-all of them, duplicates not merged, so that a tie at the pruning threshold can be split).
+does change, so S is summed from the uncentred values. Since the zero run holds at least N − κ values, the nonzero
+runs lie among the κ smallest and the κ largest values: only those are sorted (``topk``) and programmed, and the zero
+run's Σ x² is the total less those tails' prefix sums. O(N + kκ log κ) time, O(kκ) memory (duplicates not merged,
+so that a tie at the pruning threshold can be split).
 """
 from __future__ import annotations
 
@@ -52,7 +54,7 @@ def _layers(x: np.ndarray, k: int) -> tuple[np.ndarray, list]:
         idx = np.arange(n + 1)
         cost[1] = p.cost(np.zeros_like(idx), idx)            # one run: cost(0, i)
         for a in range(2, min(k, n) + 1):
-            cost[a], arg = _layer(cost[a - 1], p, a, n, a - 1)
+            _, arg = _layer(cost[a - 1], p, a, n, a - 1, out=cost[a])
             args.append(arg)
     return cost, args
 
@@ -66,38 +68,47 @@ def _means(x: np.ndarray, i: int, runs: int, args: list, out: np.ndarray) -> Non
         hi = lo
 
 
-def solve(x: np.ndarray, kappa: int, k: int) -> np.ndarray:
-    """θ (in the same order) for sorted float64 values ``x``: the exact optimum of the module docstring's problem."""
-    n = x.size
-    s = np.concatenate([[0.0], np.cumsum(x * x)])            # S(i), uncentred: the zero run costs Σ x²
-    left, left_args = _layers(x, k)
-    right, right_args = _layers(-x[::-1], k)                 # runs of the values from the end (reversed, negated)
-    left_le = np.minimum.accumulate(left, axis=0)            # at most a runs
-    right_le = np.minimum.accumulate(right, axis=0)
-    zmin = n - kappa                                         # the zero run holds at least N − κ values
-    i = np.arange(n - zmin + 1)
+def solve(lo: np.ndarray, hi: np.ndarray, kappa: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The exact optimum of the module docstring's problem, given the κ smallest values ``lo`` and the κ largest
+    ``hi`` of N ≥ κ values (both sorted, float64; they overlap when 2κ > N): the nonzero runs lie in them, since
+    the zero run holds at least N − κ values. Returns (θ of ``lo``, θ of ``hi``), zero outside the runs.
+
+    With the zero run from position i to N − t (t values after it), its Σx² is the total less SL(i) (the first i
+    squares) and SR(t) (the last t), so the cost is [L≤a(i) − SL(i)] + [R≤(k−a)(t) − SR(t)] + Σx², minimised over
+    a, i and t ≤ κ − i (a prefix minimum over t). O(kκ log κ) time and O(kκ) memory."""
+    m = lo.size
+    r = -hi[::-1]                                            # the largest first, negated: runs counted from the end
+    sl, sr = (np.concatenate([[0.0], np.cumsum(v * v)]) for v in (lo, r))
+    left, left_args = _layers(lo, k)
+    right, right_args = _layers(r, k)
+    np.minimum.accumulate(left, axis=0, out=left)            # at most a runs
+    np.minimum.accumulate(right, axis=0, out=right)
     best = (math.inf, 0, 0, 0)
     for a in range(k + 1):
-        b = s + right_le[k - a][::-1]                        # B(j) = S(j) + R_{k−a}(j), j = 0…N
-        suffix = np.minimum.accumulate(b[::-1])[::-1]        # min_{j' ≥ j} B(j')
-        total = left_le[a][i] - s[i] + suffix[i + zmin]
-        m = int(np.argmin(total))
-        if total[m] < best[0]:
-            best = (float(total[m]), a, m, m + zmin + int(np.argmin(b[m + zmin:])))
-    _, a, i, j = best
-    theta = np.zeros(n)
-    _means(x, i, int(np.argmin(left[:a + 1, i])), left_args, theta)
-    tail = np.zeros(n - j)
-    _means(-x[::-1], n - j, int(np.argmin(right[:k - a + 1, n - j])), right_args, tail)
-    theta[j:] = -tail[::-1]
-    return theta
+        b = right[k - a] - sr                                # R≤(k−a)(t) − SR(t), t = 0 … κ
+        low = np.minimum.accumulate(b)                       # min over t' ≤ t
+        total = left[a] - sl + low[::-1]                     # i ↦ … + min over t ≤ κ − i
+        i = int(np.argmin(total))
+        if total[i] < best[0]:
+            best = (float(total[i]), a, i, int(np.argmin(b[:m - i + 1])))
+    _, a, i, t = best
+    theta_lo, tail = np.zeros(m), np.zeros(m)
+    _means(lo, i, _fewest(left[:a + 1, i]), left_args, theta_lo)
+    _means(r, t, _fewest(right[:k - a + 1, t]), right_args, tail)
+    return theta_lo, -tail[::-1]
+
+
+def _fewest(le: np.ndarray) -> int:
+    """The fewest runs that reach the best cost, from the running minima over "at most a runs"."""
+    return int(np.argmax(le == le[-1]))
 
 
 @dataclass(frozen=True)
 class PrunedQuantization(Compression):
     """Solves min_θ ‖w − θ‖² s.t. ‖θ‖₀ ≤ κ and θ_i ∈ {0} ∪ {c_1…c_k} over codebooks c: keep at most κ weights,
     their values from one learned codebook of k entries, pruning and quantization solved jointly and exactly (the
-    dynamic programme of this module's docstring). O(kN log N) time, O(kN) memory, on the CPU in numpy.
+    dynamic programme of this module's docstring). O(N + kκ log κ) time, O(kκ) memory (on the κ smallest and κ
+    largest weights), the programme on the CPU in numpy.
 
     Storage: the positions of the nonzeros (the cheaper of a bitmap or a gap code, as for pruning), one
     ⌈log₂ d⌉-bit code per nonzero and d float32 codebook entries (d ≤ k, the entries used). With κ ≥ N it is
@@ -111,15 +122,23 @@ class PrunedQuantization(Compression):
     def compress(self, w, mu, previous=None):
         check_finite(w, repr(self))
         flat = w.detach().reshape(-1)
-        x = flat.cpu().to(torch.float64)
-        order = torch.argsort(x)
-        x = x[order].numpy()
-        theta = torch.zeros(flat.numel(), dtype=torch.float64)
-        theta[order] = torch.from_numpy(solve(x, min(int(self.kappa), x.size), int(self.k)))
-        support = torch.nonzero(theta, as_tuple=True)[0]                 # a run whose mean is exactly 0 is pruned
+        n, kappa = flat.numel(), min(int(self.kappa), flat.numel())
+        if 2 * kappa >= n:                                               # the two tails cover every value
+            order = torch.argsort(flat)
+            lo_at, hi_at = order[:kappa], order[n - kappa:]
+        else:                                                            # only the tails are sorted
+            lo_at = torch.topk(flat, kappa, largest=False, sorted=True).indices
+            hi_at = torch.topk(flat, kappa, largest=True, sorted=True).indices.flip(0)
+        lo, hi = (flat[at].cpu().to(torch.float64).numpy() for at in (lo_at, hi_at))
+        theta_lo, theta_hi = solve(lo, hi, kappa, int(self.k))
+        at = torch.cat([lo_at, hi_at]).cpu()
+        value = torch.from_numpy(np.concatenate([theta_lo, theta_hi]))
+        nonzero = value != 0                                             # a run whose mean is exactly 0 is pruned
+        support, order = torch.sort(at[nonzero])
+        theta = value[nonzero][order]
         # the centres rounded to float32 (how they are stored), with 0 among the levels: each kept weight goes to the
         # nearest level, never worse than the runs the programme found (a centre that rounds to 0 prunes its run)
-        levels = torch.unique(torch.cat([flat.new_zeros(1), round_f32(theta[support], w.dtype).to(flat.device)]))
+        levels = torch.unique(torch.cat([flat.new_zeros(1), round_f32(theta, w.dtype).to(flat.device)]))
         support = support.to(flat.device)
         level = nearest(flat[support], levels)
         kept = levels[level] != 0

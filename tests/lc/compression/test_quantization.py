@@ -231,6 +231,20 @@ def test_adaptive_per_channel_is_the_brute_force_optimum_of_each_row(seed):
     assert sq(w, out) <= sq(w, whole.decompress(whole.compress(w, 1.0))) * (1 + 1e-9)
 
 
+@pytest.mark.parametrize("kind", ["gauss", "laplace"])
+def test_adaptive_per_channel_fast_path_against_the_exact_programme(kind):
+    """Rows too large for the exact programme on every row: the chunk programme + Lloyd, all rows at once, against
+    the exact programme per row (docs/quantization.md quotes these bounds)."""
+    from lc.compression._kmeans_rows import kmeans_rows
+    x = torch.stack([sample(kind, 3000, torch.Generator().manual_seed(r)) for r in range(12)])
+
+    def per_row(c):
+        return torch.tensor([distortion(x[r], c[r]) for r in range(x.shape[0])])
+    for k, bound in ((2, 1e-9), (4, 3e-3), (16, 4e-2)):
+        excess = per_row(kmeans_rows(x, k)) / per_row(kmeans_rows(x, k, exact=True)) - 1
+        assert float(excess.min()) >= -1e-9 and float(excess.max()) <= bound, (k, float(excess.max()))
+
+
 def test_adaptive_per_channel_warm_start_and_errors():
     w = torch.randn(3, 50, generator=torch.Generator().manual_seed(0))
     q = lc.AdaptiveQuantization(4, per_channel=True)
@@ -391,6 +405,17 @@ def test_affine_large_inputs_search_on_order_statistics(bits, symmetric, monkeyp
     assert sampled <= minmax_error(w, bits, symmetric) * (1 + 1e-6)
     monkeypatch.setattr(affine, "SEARCH_SIZE", 1 << 40)
     assert sampled <= sq(w, q.decompress(q.compress(w, 1.0))) * 1.01
+
+
+def test_affine_rows_longer_than_2_24():
+    """A row of more than 2²⁴ weights: the order statistics' indices are exact (a float32 grid of indices rounded the
+    last one up to the row's length, past its end). Mostly zeros, so that it is cheap."""
+    w = torch.zeros((1 << 24) + 3)
+    w[::4096] = torch.linspace(-1, 1, w[::4096].numel())
+    w[-1] = 2.0                                                      # the maximum is the last order statistic
+    for q in (lc.AffineQuantization(8), lc.AffineQuantization(4, symmetric=False)):
+        out = q.decompress(q.compress(w, 1.0))
+        assert sq(w, out) <= minmax_error(w, q.bits, q.symmetric) * (1 + 1e-6)
 
 
 def test_exact_scale_sweep_against_a_fine_grid():
