@@ -16,6 +16,7 @@ size) and warns (``warning``, and a logged WARNING) when a run ends uncompressed
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import logging
@@ -30,9 +31,11 @@ import torch
 import lc
 from tasks.adapter import Adapter, flops
 
+from . import parallel
 from .cli import option
 from .progress import bar
 from .baselines.common import Diverged, Job, Outcome, counting, nominal_ratio, train_size
+from .parallel import Parallel
 from .runs import RunStore
 from .schemes import FAMILIES, RENAMED, Family, family
 
@@ -56,9 +59,10 @@ def columns(evaluation: tuple[str, ...], metric: str) -> tuple[str, ...]:
 
 
 @dataclass
-class Sweep:
-    """What a sweep runs and where its results go (the task is the adapter's). Every field is a flag
-    (``--mu-multiplier 1.2``) and a key of a TOML/JSON config file."""
+class Sweep(Parallel):
+    """What a sweep runs and where its results go (the task is the adapter's), and by how many workers
+    (:class:`experiments.parallel.Parallel`). Every field is a flag (``--mu-multiplier 1.2``) and a key of a
+    TOML/JSON config file."""
 
     families: list[str] = option(list(DEFAULT_FAMILIES), f"families to sweep, of: {', '.join(FAMILIES)}, "
                                                          "pruned-quantK")
@@ -137,14 +141,18 @@ class _Reference:
     dense_export: torch.nn.Module | None      # the reference through lc.export, uncompressed (for the speedups)
 
 
-def run(task: Adapter, config: Sweep) -> list[dict]:
+def run(task: Adapter, config: Sweep, *, plot: bool = True) -> list[dict]:
     """Run every (family, value, start) of ``config`` on ``task`` not yet in ``config.out`` and not claimed by
-    another live process there; returns all rows there."""
+    another live process there — in this process, or in ``config.workers`` workers (:mod:`experiments.parallel`);
+    returns all rows there. ``plot``: (re)draw ``tradeoff.png`` from the rows at the end."""
     if config.threads:
         torch.set_num_threads(config.threads)
+    config.check_parallel()
     families = _families(config)
     fields = config.fields(task)
     store = RunStore(Path(config.out), fields, overwrite=config.overwrite)
+    if config.workers > 1:
+        return _in_workers(task, config, store, sum(len(v) * len(config.starts(f)) for f, v in families), plot)
     model = task.reference(cache_dir=config.cache_dir)
     ref_eval = task.evaluate(model)
     shape = tuple(task.example_input(1).shape[1:])
@@ -174,9 +182,59 @@ def run(task: Adapter, config: Sweep) -> list[dict]:
         log.info("runs being done by other processes sharing %s: %d (their rows appear there when they finish)",
                  config.out, skipped)
     rows = store.rows()
-    from .plot import plot_rows
-    plot_rows(rows, Path(config.out) / "tradeoff.png")
+    if plot:
+        from .plot import plot_rows
+        plot_rows(rows, Path(config.out) / "tradeoff.png")
     return rows
+
+
+def _in_workers(task: Adapter, config: Sweep, store: RunStore, total: int, plot: bool) -> list[dict]:
+    """The sweep's runs done by ``config.workers`` workers sharing ``store``: the reference trained first, once
+    (here, or as one job), then every worker runs the sweep (:func:`run` in one process, without a plot), each run
+    claimed by one of them; the plot drawn here at the end."""
+    folder = Path(config.out) / "jobs"                  # submitit's job files and logs
+    parallel.run_job(_Prepare(task, config.cache_dir), config, folder, name="lc-reference")
+    single = dataclasses.replace(config, workers=1, overwrite=False, progress=False)
+    progress = bar(total=total, desc=f"runs ({config.workers} workers)", enabled=config.progress)
+    done = [0]
+
+    def report():
+        finished = len(store.done())
+        progress.update(finished - done[0])
+        done[0] = finished
+    try:
+        parallel.run_workers(_Worker(task, single), config, folder, progress=report, name="lc-sweep")
+        report()
+    finally:
+        progress.close()
+    rows = store.sync()
+    if plot:
+        from .plot import plot_rows
+        plot_rows(rows, Path(config.out) / "tradeoff.png")
+    return rows
+
+
+@dataclass
+class _Prepare:
+    """Train (or load) the task's reference into the cache (a picklable callable: a cluster job)."""
+
+    task: Adapter
+    cache_dir: str
+
+    def __call__(self):
+        self.task.reference(cache_dir=self.cache_dir)
+
+
+@dataclass
+class _Worker:
+    """One worker: the whole sweep in one process, skipping what the others have claimed or done."""
+
+    task: Adapter
+    config: Sweep
+
+    def __call__(self, i: int):
+        logging.getLogger("experiments.runs").setLevel(logging.WARNING)    # not every run the others are doing
+        run(self.task, self.config, plot=False)
 
 
 def _one_run(config: Sweep, task: Adapter, ref: _Reference, fam: Family, value, start: str, run_id: str) -> dict:
