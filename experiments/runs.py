@@ -3,10 +3,12 @@ done once and its row is in ``rows.jsonl`` exactly once, whichever process did i
 
 - ``.lock``: an exclusive lock (``fcntl.flock``) held while rows are read or written and while runs are claimed;
 - ``claims/<run_id>``: created exclusively (``lc._io.write_text_atomic(..., replace=False)``: linked into place
-  only if no file is there) by the process that does the run, holding its pid, host and process start time; removed once the run's row is written (or the run fails). A claim whose process has
-  died on this host (no such pid, or a pid reused by a process that started later) is taken over; a claim of a
-  live process, or of another host (which cannot be checked from here), is skipped — delete the file by hand if
-  that host is gone;
+  only if no file is there) by the process that does the run, holding its pid, host and process start time;
+  removed once the run's row is written (or the run fails). While the run goes on, its process touches the file
+  every :data:`HEARTBEAT` seconds. A claim whose process has died on this host (no such pid, or a pid reused by a
+  process that started later) is taken over at once; a claim of another host (a cluster's other node, whose
+  processes cannot be checked from here) is taken over once it has not been touched for :data:`STALE` seconds
+  (that process, or its machine, is gone); any other claim is skipped;
 - ``rows.jsonl``: the record, one JSON object per finished run, rewritten whole (``lc._io.write_text_atomic``)
   under the lock; a partial last line (an interrupted append by an older version, or by hand) is dropped with a
   warning, and that run is done again;
@@ -25,15 +27,20 @@ import logging
 import os
 import shutil
 import socket
+import threading
+import time
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 from lc import CompressionError
 from lc._io import writable_dir, write_text_atomic
 
-__all__ = ["RunStore", "read_rows", "csv_text"]
+__all__ = ["RunStore", "read_rows", "csv_text", "HEARTBEAT", "STALE"]
 
 log = logging.getLogger(__name__)
+
+HEARTBEAT = 60.0        # seconds between touches of a claim held by a live process
+STALE = 900.0           # a claim of another host untouched this long is taken over
 
 
 def _start_time(pid: int) -> str | None:
@@ -167,11 +174,14 @@ class RunStore:
         except (OSError, json.JSONDecodeError):
             return None                        # unreadable: nobody's
 
-    def _dead(self, owner: dict | None) -> bool:
+    def _dead(self, owner: dict | None, path: Path | None = None) -> bool:
         if owner is None:
             return True
-        if owner.get("host") != self.host:
-            return False                       # another machine's process: cannot tell, leave it
+        if owner.get("host") != self.host:     # another machine's process: dead once its heartbeat has stopped
+            try:
+                return path is not None and time.time() - path.stat().st_mtime > STALE
+            except OSError:
+                return True
         pid = owner.get("pid")
         if not isinstance(pid, int) or not _alive(pid):
             return True
@@ -188,7 +198,7 @@ class RunStore:
             owner = {"pid": self.pid, "host": self.host, "started": _start_time(self.pid)}
             if path.exists():
                 theirs = self._owner(path)
-                if not self._dead(theirs):
+                if not self._dead(theirs, path):
                     if theirs != owner:
                         log.info("run %s is being done by pid %s on %s: skipped here", run_id,
                                  theirs.get("pid"), theirs.get("host"))
@@ -197,12 +207,46 @@ class RunStore:
                             (theirs or {}).get("pid"), (theirs or {}).get("host"))
                 path.unlink()
             # created whole or not at all, and only if no file is there (a link, as exclusive as O_EXCL)
-            return write_text_atomic(path, json.dumps(owner), replace=False, what="the claim")
+            if not write_text_atomic(path, json.dumps(owner), replace=False, what="the claim"):
+                return False
+            self._hold(path)
+            return True
+
+    def _hold(self, path: Path) -> None:
+        """Keep touching ``path`` every :data:`HEARTBEAT` seconds (a daemon thread) until it is released."""
+        if not hasattr(self, "_held"):
+            self._held: set[Path] = set()
+            self._held_lock = threading.Lock()
+        with self._held_lock:
+            self._held.add(path)
+            if getattr(self, "_heart", None) is None:
+                self._heart = threading.Thread(target=self._beat, name="claims-heartbeat", daemon=True)
+                self._heart.start()
+
+    def _beat(self) -> None:
+        while True:
+            time.sleep(HEARTBEAT)
+            with self._held_lock:
+                held = list(self._held)
+                if not held:
+                    self._heart = None
+                    return
+            for path in held:
+                try:
+                    os.utime(path)
+                except OSError:                # released meanwhile
+                    pass
+
+    def _unhold(self, path: Path) -> None:
+        if hasattr(self, "_held"):
+            with self._held_lock:
+                self._held.discard(path)
 
     def release(self, run_id: str) -> None:
         """Give up the claim of ``run_id`` (the run failed or was interrupted)."""
         with self.locked():
             self._claim_file(run_id).unlink(missing_ok=True)
+        self._unhold(self._claim_file(run_id))
 
     def add(self, row: dict) -> list[dict]:
         """Record the row of a claimed run (once: a row of the same run id already there is kept) and release the
@@ -213,4 +257,5 @@ class RunStore:
                 rows.append(row)
                 self._write(rows)
             self._claim_file(self.key(row)).unlink(missing_ok=True)
-            return rows
+        self._unhold(self._claim_file(self.key(row)))
+        return rows

@@ -7,10 +7,10 @@ one harness, the same data, the same training budget.
     python -m experiments.structured_study --config experiments/configs/structured/resnet20.toml --seeds 0
     python -m experiments.structured_study --config … --report-only          # the summary and plot from the rows
 
-Data: the task's training set is split once more (stratified, seed 0) into training and ``validation`` images; every
-method trains on the same training images, the Monte Carlo search scores its samples on the validation images, and
-the test images are used once, for the reported error of each finished model. Every hyperparameter was chosen on
-the validation images (docs/structured.md says which and how).
+Data: the task's training set is split once more (stratified, seed 0) into training and ``validation_images``
+validation images; every method trains on the same training images, the Monte Carlo search scores its samples on the
+validation images, and the test images are used once, for the reported error of each finished model. Every
+hyperparameter was chosen on the validation images (docs/structured.md says which and how).
 
 The budget is the LC run's: ``steps`` L steps of the task's ``epochs_per_step`` epochs. Torch-Pruning fine-tunes
 that many epochs; the search counts each evaluation as a forward pass over the validation images (a third of a
@@ -71,7 +71,8 @@ class Config:
                 "steps move the allocation to channels whose removal saves more than their producers' cost), so "
                 "that its curve reaches down to the first target")
     seeds: list[int] = option([0, 1, 2], "seeds: of the reference's initialisation and batch order, and each run's")
-    validation: int = option(1000, "validation images held out of the task's training images (stratified, seed 0)")
+    validation_images: int = option(1000, "validation images held out of the task's training images (stratified, "
+                                          "seed 0; the task's own validation fraction stays 0)")
     steps: int = option(20, "LC steps; the training budget of every method is steps · epochs_per_step epochs")
     mu0: float = option(1e-3, "LC: μ₀ of the schedule μ_j = μ₀ · a^j")
     mu_multiplier: float = option(1.4, "LC: a of the schedule")
@@ -98,7 +99,7 @@ class Config:
 
     def method_fields(self, method: str) -> dict:
         """What a method's result depends on, besides the task, the seed and the target."""
-        common = {"validation": self.validation, "budget": self.budget()}
+        common = {"validation": self.validation_images, "budget": self.budget()}
         if method.startswith("lc-"):
             return {**common, "steps": self.steps, "mu0": self.mu0, "mu_multiplier": self.mu_multiplier}
         if method == "torch-pruning":
@@ -182,7 +183,7 @@ def run_torch_pruning(config: Config, s: _Seed, target: float) -> tuple[torch.nn
 def run_search(config: Config, s: _Seed, target: float) -> tuple[torch.nn.Module, dict]:
     search = cb.Search(stages=config.search_stages, samples=config.search_samples, sigma=config.search_sigma)
     evaluations = search.stages * search.samples
-    searching = evaluations * cb.eval_epochs(config.validation, s.train_images)
+    searching = evaluations * cb.eval_epochs(config.validation_images, s.train_images)
     tuning = math.floor(config.budget() - searching)
     if tuning < search.stages:
         raise lc.CompressionError(f"the search's {evaluations} evaluations ({searching:.1f} epochs) leave "
@@ -244,9 +245,12 @@ def _cpu() -> float:
 
 def run(config: Config) -> list[dict]:
     """Every (seed, target, method) of ``config`` not yet in ``config.out``; returns this config's rows there."""
+    if config.task.validation:
+        raise lc.CompressionError(f"task.validation={config.task.validation}: the study holds out its own validation "
+                                  "images (validation_images); leave the task's fraction at 0")
     torch.set_num_threads(config.threads)
     store = RunStore(Path(config.out), None)
-    data = split(load(config.task.dataset, config.task.data_dir), config.validation)
+    data = split(load(config.task.dataset, config.task.data_dir), config.validation_images)
     ids = []
     for seed in config.seeds:
         s = _seed(config, data, seed)

@@ -18,6 +18,7 @@ exported model (a structured family's with its zero channels removed).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import logging
@@ -32,15 +33,17 @@ import torch
 import lc
 from tasks.adapter import Adapter, flops
 
+from . import parallel
 from .cli import option
 from .progress import bar
 from .baselines.common import Diverged, Job, Outcome, counting, nominal_ratio, train_size
+from .parallel import Parallel
 from .runs import RunStore
 from .plot import X_AXES, plot_rows
 from .schemes import FAMILIES, RENAMED, Family, family
 from .structured import kept_channels
 
-__all__ = ["Sweep", "run", "columns", "chosen", "DEFAULT_FAMILIES", "LATENCY", "STARTS", "UNCOMPRESSED"]
+__all__ = ["Sweep", "run", "run_one", "reference", "columns", "chosen", "DEFAULT_FAMILIES", "LATENCY", "STARTS", "UNCOMPRESSED"]
 
 log = logging.getLogger(__name__)
 
@@ -51,19 +54,21 @@ STARTS = ("first", "zero", "both")
 UNCOMPRESSED = 1.05          # a run whose nominal ratio is below this is flagged: it compressed (almost) nothing
 
 
-def columns(evaluation: tuple[str, ...], metric: str) -> tuple[str, ...]:
-    """The columns of a sweep's rows for an adapter whose evaluation has the keys ``evaluation``."""
+def columns(evaluation: tuple[str, ...], metric: str, validation: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """The columns of a sweep's rows for an adapter whose evaluation has the keys ``evaluation`` (and whose
+    validation, where it has one, the keys ``validation``)."""
     return ("run_id", "task", "split", "family", "scheme", "parameter", "value", "start", "method", "kind",
             *(f"test_{k}" for k in evaluation), "ratio", "bits", "realised_ratio", "file_bytes", "flops",
             "flops_exported", f"reference_{metric}", "higher_is_better", "reference_flops", "steps", "epochs",
             "budget", "wall_time", "l_time", "c_time", "mu0", "mu_multiplier", "seed", *LATENCY, "warning", "chosen",
-            "channels")
+            "channels", *(f"validation_{k}" for k in validation))
 
 
 @dataclass
-class Sweep:
-    """What a sweep runs and where its results go (the task is the adapter's). Every field is a flag
-    (``--mu-multiplier 1.2``) and a key of a TOML/JSON config file."""
+class Sweep(Parallel):
+    """What a sweep runs and where its results go (the task is the adapter's), and by how many workers
+    (:class:`experiments.parallel.Parallel`). Every field is a flag (``--mu-multiplier 1.2``) and a key of a
+    TOML/JSON config file."""
 
     families: list[str] = option(list(DEFAULT_FAMILIES), f"families to sweep, of: {', '.join(FAMILIES)}, "
                                                          "pruned-quantK")
@@ -144,45 +149,113 @@ class _Reference:
     dense_export: torch.nn.Module | None      # the reference through lc.export, uncompressed (for the speedups)
 
 
-def run(task: Adapter, config: Sweep) -> list[dict]:
+def run(task: Adapter, config: Sweep, *, plot: bool = True) -> list[dict]:
     """Run every (family, value, start) of ``config`` on ``task`` not yet in ``config.out`` and not claimed by
-    another live process there; returns all rows there."""
+    another live process there — in this process, or in ``config.workers`` workers (:mod:`experiments.parallel`);
+    returns all rows there. ``plot``: (re)draw ``tradeoff.png`` from the rows at the end."""
     if config.threads:
         torch.set_num_threads(config.threads)
+    config.check_parallel()
     families = _families(config)
     fields = config.fields(task)
     store = RunStore(Path(config.out), fields, overwrite=config.overwrite)
-    model = task.reference(cache_dir=config.cache_dir)
-    ref_eval = task.evaluate(model)
-    shape = tuple(task.example_input(1).shape[1:])
-    ref = _Reference(model, ref_eval, flops(model, shape),
-                     lc.export(model, lc.Compressed.none()) if config.latency else None)
-    store.columns = list(columns(tuple(ref_eval), task.metric))
-    store.sync()
-    log.info("reference: %s %.4f (%s)", task.metric, ref_eval[task.metric], task.split)
+    if config.workers > 1:
+        return _in_workers(task, config, store, sum(len(v) * len(config.starts(f)) for f, v in families), plot)
+    ref = reference(task, config, store)
     runs = [(fam, v, start) for fam, values in families for v in values for start in config.starts(fam)]
     progress = bar(runs, desc="runs", enabled=config.progress)
     skipped = 0
     for fam, value, start in progress:
-        run_id = _run_id(fields, fam, value, config.mu0_of(fam), start, config.budget)
         progress.set_postfix_str(f"{fam.name} {fam.parameter}={value}" + (" from μ→0" if start == "zero" else ""))
-        if not store.claim(run_id):
-            skipped += run_id not in store.done()
-            continue
-        try:
-            one = _one_run if fam.run is None else _baseline_run
-            row = one(config, task, ref, fam, value, start, run_id)
-        except BaseException:
-            store.release(run_id)
-            raise
-        store.add(row)
+        skipped += run_one(task, config, store, ref, fam, value, start) is None
     progress.close()
     if skipped:
         log.info("runs being done by other processes sharing %s: %d (their rows appear there when they finish)",
                  config.out, skipped)
     rows = store.rows()
-    plot_rows(rows, Path(config.out) / "tradeoff.png", x=config.x_axis)
+    if plot:
+        plot_rows(rows, Path(config.out) / "tradeoff.png", x=config.x_axis)
     return rows
+
+
+def reference(task: Adapter, config: Sweep, store: RunStore) -> _Reference:
+    """The task's reference (trained, or loaded from ``config.cache_dir``) and what every run is compared with; sets
+    the store's CSV columns."""
+    model = task.reference(cache_dir=config.cache_dir)
+    ref_eval = task.evaluate(model)
+    shape = tuple(task.example_input(1).shape[1:])
+    ref = _Reference(model, ref_eval, flops(model, shape),
+                     lc.export(model, lc.Compressed.none()) if config.latency else None)
+    validation = tuple(k.removeprefix("validation_") for k in _validation(task, model))
+    store.columns = list(columns(tuple(ref_eval), task.metric, validation))
+    store.sync()
+    log.info("reference: %s %.4f (%s)", task.metric, ref_eval[task.metric], task.split)
+    return ref
+
+
+def run_one(task: Adapter, config: Sweep, store: RunStore, ref: _Reference, fam: Family, value,
+            start: str = "first") -> dict | None:
+    """The row of one run (``fam`` at ``value``): done now if no process has claimed it, read from the store if it
+    is done; None while another live process does it."""
+    run_id = _run_id(config.fields(task), fam, value, config.mu0_of(fam), start, config.budget)
+    if not store.claim(run_id):
+        return next((r for r in store.rows() if r["run_id"] == run_id), None)
+    try:
+        one = _one_run if fam.run is None else _baseline_run
+        row = one(config, task, ref, fam, value, start, run_id)
+    except BaseException:
+        store.release(run_id)
+        raise
+    store.add(row)
+    return row
+
+
+def _in_workers(task: Adapter, config: Sweep, store: RunStore, total: int, plot: bool) -> list[dict]:
+    """The sweep's runs done by ``config.workers`` workers sharing ``store``: the reference trained first, once
+    (here, or as one job), then every worker runs the sweep (:func:`run` in one process, without a plot), each run
+    claimed by one of them; the plot drawn here at the end."""
+    folder = Path(config.out) / "jobs"                  # submitit's job files and logs
+    parallel.run_job(_Prepare(task, config.cache_dir), config, folder, name="lc-reference")
+    single = dataclasses.replace(config, workers=1, overwrite=False, progress=False)
+    progress = bar(total=total, desc=f"runs ({config.workers} workers)", enabled=config.progress)
+    done = [0]
+
+    def report():
+        finished = len(store.done())
+        progress.update(finished - done[0])
+        done[0] = finished
+    try:
+        parallel.run_workers(_Worker(task, single), config, folder, progress=report, name="lc-sweep")
+        report()
+    finally:
+        progress.close()
+    rows = store.sync()
+    if plot:
+        plot_rows(rows, Path(config.out) / "tradeoff.png", x=config.x_axis)
+    return rows
+
+
+@dataclass
+class _Prepare:
+    """Train (or load) the task's reference into the cache (a picklable callable: a cluster job)."""
+
+    task: Adapter
+    cache_dir: str
+
+    def __call__(self):
+        self.task.reference(cache_dir=self.cache_dir)
+
+
+@dataclass
+class _Worker:
+    """One worker: the whole sweep in one process, skipping what the others have claimed or done."""
+
+    task: Adapter
+    config: Sweep
+
+    def __call__(self, i: int):
+        logging.getLogger("experiments.runs").setLevel(logging.WARNING)    # not every run the others are doing
+        run(self.task, self.config, plot=False)
 
 
 def _one_run(config: Sweep, task: Adapter, ref: _Reference, fam: Family, value, start: str, run_id: str) -> dict:
@@ -239,7 +312,7 @@ def _one_run(config: Sweep, task: Adapter, ref: _Reference, fam: Family, value, 
            "higher_is_better": task.higher_is_better, "reference_flops": ref.flops, "steps": last.step,
            "epochs": _epochs(task, examples[0]), "budget": 1.0, "wall_time": wall,
            "l_time": sum(r.l_step_time for r in history), "c_time": sum(r.c_step_time for r in history),
-           "mu0": mu0, "mu_multiplier": config.mu_multiplier, "seed": task.seed, **sizes}
+           "mu0": mu0, "mu_multiplier": config.mu_multiplier, "seed": task.seed, **sizes, **_validation(task, net)}
     warnings = _warnings(task, last) + ([f"diverged after LC step {last.step}: {diverged}"] if diverged else [])
     for w in warnings:
         log.warning("%s %s=%s%s: %s", fam.name, fam.parameter, value, " (from μ→0)" if start == "zero" else "", w)
@@ -247,6 +320,13 @@ def _one_run(config: Sweep, task: Adapter, ref: _Reference, fam: Family, value, 
                channels=kept_channels(ref.model, exported) if exported is not None and fam.structured else None)
     shutil.rmtree(Path(config.out) / "checkpoints" / run_id, ignore_errors=True)
     return row
+
+
+def _validation(task: Adapter, model: torch.nn.Module) -> dict:
+    """``validation_<key>`` of the adapter's ``validate(model)``, where it has one and holds data out."""
+    validate = getattr(task, "validate", None)
+    values = validate(model) if validate is not None else None
+    return {f"validation_{k}": v for k, v in (values or {}).items()}
 
 
 def _epochs(task: Adapter, examples: int) -> float | None:
@@ -294,7 +374,7 @@ def _baseline_run(config: Sweep, task: Adapter, ref: _Reference, fam: Family, va
            "higher_is_better": task.higher_is_better, "reference_flops": ref.flops, "steps": out.steps,
            "epochs": _epochs(task, out.examples), "budget": config.budget if out.steps else None,
            "wall_time": wall, "l_time": out.l_time, "c_time": out.c_time, "mu0": None, "mu_multiplier": None,
-           "seed": task.seed, **sizes}
+           "seed": task.seed, **sizes, **_validation(task, net)}
     warnings = _warnings(task, record) + ([f"diverged: {diverged} (the metric is the diverged model's; no "
                                            "artifact)"] if diverged else [])
     for w in warnings:

@@ -35,7 +35,7 @@ from lc._io import write_atomic
 from . import adapter
 from .adapter import compression_tasks, flops, weight_names
 from .custom import check_forward, instantiate, is_import_path, load_weights, source_sha256, weights_sha256
-from .data import DATASETS, Dataset, load
+from .data import DATASETS, Dataset, load, stratified_split
 from .models import MODELS, make_model
 
 __all__ = ["TaskConfig", "Classification", "LStep", "compression_tasks", "weight_names", "flops"]
@@ -47,7 +47,7 @@ L_STEP_LR = {"sgd": 0.1, "adam": 1e-3, "adamw": 1e-3}
 
 # Fields added after results were first made, at the value that gives those results: left out of a fingerprint
 # at that value, so that earlier run ids and output directories stay valid.
-_LATER_FIELDS = {"optimizer": "sgd"}
+_LATER_FIELDS = {"optimizer": "sgd", "validation": 0.0}
 
 
 def _field(default, help: str):
@@ -88,6 +88,9 @@ class TaskConfig:
     distill: float = _field(0.0, "L step: weight β of the distillation term, (1−β)·CE + β·T²·KL; 0: none")
     temperature: float = _field(4.0, "L step: softmax temperature T of the distillation term")
     device: str = _field("cpu", "torch device of data, model and C steps; not in any key")
+    validation: float = _field(0.0, "fraction of the training images held out for validation (stratified, seed "
+                                    "0): neither the reference nor the L step trains on them; validate(model) "
+                                    "evaluates them (a search over budgets chooses on them, never on the test set)")
 
     def l_step_lr(self) -> float:
         """The L step's learning rate in LC step 0: ``lr``, or the optimizer's default (:data:`L_STEP_LR`)."""
@@ -107,6 +110,9 @@ class TaskConfig:
                 raise CompressionError(f"TaskConfig.{name}={v!r} must be > 0")
         if self.ref_epochs < 0:
             raise CompressionError(f"TaskConfig.ref_epochs={self.ref_epochs!r} must be ≥ 0")
+        if not 0 <= self.validation < 1:
+            raise CompressionError(f"TaskConfig.validation={self.validation!r} is the fraction of the training set "
+                                   "held out for validation; it must lie in [0, 1)")
         if not 0 <= self.distill <= 1:
             raise CompressionError(f"TaskConfig.distill={self.distill!r} is the weight of the distillation term "
                                    "in (1 − β)·cross-entropy + β·distillation; it must lie in [0, 1]")
@@ -115,7 +121,7 @@ class TaskConfig:
         """What determines the reference model (the L step's and placement fields do not)."""
         keep = ("dataset", "model", "seed", "batch_size", "augment", "ref_epochs", "ref_lr", "ref_lr_decay",
                 "weight_decay", "momentum")
-        return {k: getattr(self, k) for k in keep}
+        return {**{k: getattr(self, k) for k in keep}, **({"validation": self.validation} if self.validation else {})}
 
 
 def _augment(x: torch.Tensor) -> torch.Tensor:
@@ -153,6 +159,16 @@ class Classification:
         self.device = torch.device(config.device)
         self._xtr, self._ytr = self.data.x_train.to(self.device), self.data.y_train.to(self.device)
         self._xte, self._yte = self.data.x_test.to(self.device), self.data.y_test.to(self.device)
+        self._xva = self._yva = None
+        if config.validation:                           # held out of the training set: never trained on
+            n_val = round(config.validation * len(self._ytr))
+            if not 0 < n_val < len(self._ytr):
+                raise CompressionError(f"TaskConfig.validation={config.validation}: {n_val} of {len(self._ytr)} "
+                                       "training images; give a fraction that holds out some and keeps some")
+            train, held = stratified_split(self.data.y_train, n_test=n_val)
+            train, held = train.to(self.device), held.to(self.device)
+            self._xva, self._yva = self._xtr[held], self._ytr[held]
+            self._xtr, self._ytr = self._xtr[train], self._ytr[train]
         self._trained: nn.Module | None = None          # the reference read from config.weights
         if is_import_path(config.model) or config.weights is not None:
             model = self.make_model()
@@ -263,8 +279,13 @@ class Classification:
     # ------------------------------------------------------------------------------------------ evaluation
     @torch.no_grad()
     def evaluate(self, model: nn.Module, split: str = "test") -> dict[str, float]:
-        """``{"error": fraction misclassified, "loss": mean cross-entropy}`` on the test (or train) set."""
-        x, y = (self._xte, self._yte) if split == "test" else (self._xtr, self._ytr)
+        """``{"error": fraction misclassified, "loss": mean cross-entropy}`` on the test (or "train", or
+        "validation") set."""
+        if split == "validation" and self._yva is None:
+            raise CompressionError("this task holds out no validation images: give TaskConfig.validation (a "
+                                   "fraction of the training set)")
+        x, y = {"test": (self._xte, self._yte), "train": (self._xtr, self._ytr),
+                "validation": (self._xva, self._yva)}[split]
         was_training = model.training
         model.eval()
         wrong, loss = 0, 0.0
@@ -274,6 +295,10 @@ class Classification:
             loss += float(F.cross_entropy(logits, y[i:i + 1000], reduction="sum"))
         model.train(was_training)
         return {"error": wrong / len(y), "loss": loss / len(y)}
+
+    def validate(self, model: nn.Module) -> dict[str, float] | None:
+        """:meth:`evaluate` on the validation images (``TaskConfig.validation``); None where none are held out."""
+        return None if self._yva is None else self.evaluate(model, "validation")
 
     # ------------------------------------------------------------------------------------------ reference
     def reference_key(self) -> str:

@@ -11,6 +11,7 @@ distillation: that L step distils the reference), the last step reported on the 
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 from dataclasses import dataclass
@@ -19,12 +20,13 @@ from tasks import qnetwork as qn
 
 from .. import cli, sweep
 from ..cli import option
+from ..parallel import Parallel
 from ..rl.common import ENVS
 
 
 @dataclass
-class Config:
-    """The runs (every field a flag and a key of a --config file)."""
+class Config(Parallel):
+    """The runs (every field a flag and a key of a --config file); ``--workers N``: N processes per seed."""
 
     env: str = option("lunarlander", "environment", choices=tuple(sorted(ENVS)))
     seeds: list[int] = option([0, 1, 2], "seeds of the L step (the reference is the same)")
@@ -48,7 +50,8 @@ def main(argv=None) -> int:
         task = qn.QNetwork(ENVS[config.env](), "offline", seed=seed, episodes=config.episodes)
         rows = sweep.run(task, sweep.Sweep(families=config.families, values=config.values, steps=config.steps,
                                            mu0=config.mu0, mu_multiplier=config.mu_multiplier, latency=False,
-                                           progress=False, out=f"{config.out}_s{seed}", cache_dir=config.cache_dir))
+                                           progress=False, out=f"{config.out}_s{seed}", cache_dir=config.cache_dir,
+                                           **{f.name: getattr(config, f.name) for f in dataclasses.fields(Parallel)}))
         for r in rows:
             print(f"seed {seed} {r['family']:14s} {r['value']!s:6s} ratio {r['ratio']:6.2f} return "
                   f"{r['test_return']:8.1f} ± {r['test_return_std']:.1f} ({r['wall_time']:.0f}s)", flush=True)

@@ -44,6 +44,7 @@ from tasks import qnetwork as qn  # noqa: E402
 from .. import cli  # noqa: E402
 from ..cli import option  # noqa: E402
 from ..plot import save_figure  # noqa: E402
+from ..parallel import Parallel, run_workers  # noqa: E402
 from ..runs import RunStore  # noqa: E402
 from ..schemes import parse_scheme  # noqa: E402
 from . import common as rc  # noqa: E402
@@ -55,7 +56,7 @@ METHODS = ("naive", "lc-online", "lc-offline")
 
 
 @dataclass
-class Config(rc.Common):
+class Config(rc.Common, Parallel):
     """Study 3's settings (every field a flag and a key of a --config file)."""
 
     schemes: list[str] = option(list(SCHEMES), "FAMILY=VALUE, see experiments.schemes.parse_scheme")
@@ -93,6 +94,7 @@ def _key(row: dict) -> str:
 
 def main(argv=None):
     args = cli.parse(Config, argv, prog="python -m experiments.rl.tradeoff", description=__doc__)
+    args.check_parallel()
     out = Path(args.out)
     if args.plot_only:
         return plot(rc.read_rows(out), out / "tradeoff.png")
@@ -128,21 +130,44 @@ def main(argv=None):
         store.add({**ref_row, **_ev(ev), "seconds": 0.0})
         print(f"reference: {ev.mean:.1f} ± {ev.std:.1f}")
     (out / "nets").mkdir(parents=True, exist_ok=True)
-    for scheme in schemes:
-        for method in args.methods:
-            for seed in (args.seeds if method != "naive" else args.seeds[:1]):
-                key = _key({"scheme": scheme.name, "method": method, "seed": seed})
-                if not store.claim(key):
-                    continue
-                try:
-                    row = _one_run(args, ref, scheme, method, seed, key, overrides, rescoring, settings)
-                except BaseException:
-                    store.release(key)
-                    raise
-                store.add(row)
-                print(f"{scheme.name:24s} {method:10s} seed {seed}: ratio {row['ratio']:6.2f}  return "
-                      f"{row['return_mean']:8.1f} ± {row['return_std']:.1f}  ({row['seconds']:.0f}s)", flush=True)
+    work = _Runs(args, ref, schemes, overrides, rescoring, settings)
+    if args.workers > 1:                    # the same loop in each worker; the claims share the runs out
+        run_workers(work, args, out / "jobs", name="lc-rl-tradeoff")
+    else:
+        work(0)
     plot(store.rows(), out / "tradeoff.png")
+
+
+@dataclass
+class _Runs:
+    """Every run of the study not done or claimed in ``args.out``, in one process (a worker, or the only one)."""
+
+    args: Config
+    ref: qn.Reference
+    schemes: list
+    overrides: dict
+    rescoring: bool
+    settings: str
+
+    def __call__(self, worker: int) -> None:
+        args = self.args
+        store = RunStore(Path(args.out), None, key=_key)
+        for scheme in self.schemes:
+            for method in args.methods:
+                for seed in (args.seeds if method != "naive" else args.seeds[:1]):
+                    key = _key({"scheme": scheme.name, "method": method, "seed": seed})
+                    if not store.claim(key):
+                        continue
+                    try:
+                        row = _one_run(args, self.ref, scheme, method, seed, key, self.overrides, self.rescoring,
+                                       self.settings)
+                    except BaseException:
+                        store.release(key)
+                        raise
+                    store.add(row)
+                    print(f"{scheme.name:24s} {method:10s} seed {seed}: ratio {row['ratio']:6.2f}  return "
+                          f"{row['return_mean']:8.1f} ± {row['return_std']:.1f}  ({row['seconds']:.0f}s)",
+                          flush=True)
 
 
 def _one_run(args: Config, ref: qn.Reference, scheme, method: str, seed: int, key: str, overrides: dict,

@@ -7,11 +7,12 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from experiments import sweep, tradeoff
+from experiments import runs, sweep, tradeoff
 from experiments.runs import RunStore, read_rows
 from experiments.schemes import family
 from tasks.classification import Classification, TaskConfig
@@ -94,10 +95,32 @@ def test_the_claim_of_a_dead_process_is_taken_over_and_a_live_ones_skipped(tmp_p
     assert [r["value"] for r in rows] == [0.05, 0.2]
 
 
-def test_a_claim_of_another_host_is_left_alone(tmp_path):
+def test_a_claim_of_another_host_is_left_alone_while_its_heartbeat_goes_on(tmp_path):
     store = RunStore(tmp_path, {"a": 1})
     (tmp_path / "claims").mkdir()
     (tmp_path / "claims" / "r1").write_text(json.dumps({"pid": 1, "host": "elsewhere"}))
     assert not store.claim("r1") and store.claim("r2") and store.claim("r2")     # a claim of ours is ours
     store.add({"run_id": "r2"})
     assert not store.claim("r2") and store.done() == {"r2"}
+    old = time.time() - runs.STALE - 5                  # that host's process stopped touching its claim: gone
+    os.utime(tmp_path / "claims" / "r1", (old, old))
+    assert store.claim("r1")
+    assert json.loads((tmp_path / "claims" / "r1").read_text())["host"] == socket.gethostname()
+
+
+def test_a_held_claim_is_touched_until_it_is_released(tmp_path, monkeypatch):
+    monkeypatch.setattr(runs, "HEARTBEAT", 0.05)
+    store = RunStore(tmp_path, {"a": 1})
+    assert store.claim("r1")
+    claim = tmp_path / "claims" / "r1"
+    os.utime(claim, (0, 0))
+    deadline = time.time() + 10
+    while claim.stat().st_mtime == 0 and time.time() < deadline:
+        time.sleep(0.02)
+    assert claim.stat().st_mtime > time.time() - 60              # touched by the heartbeat
+    store.add({"run_id": "r1"})
+    assert not claim.exists()
+    deadline = time.time() + 10
+    while store._heart is not None and time.time() < deadline:      # nothing held: the heartbeat stops
+        time.sleep(0.02)
+    assert store._heart is None

@@ -68,10 +68,10 @@ def test_the_search_samples_within_the_flops_budget_and_counts_its_evaluations()
 
 def test_the_search_spends_the_same_training_budget_as_lc(tmp_path):
     config = structured_study.Config(task=TaskConfig(model="lenet300", ref_epochs=1, epochs_per_step=1), steps=6,
-                                     validation=300,
+                                     validation_images=300,
                                      search_stages=2, search_samples=3, targets=[2.0], seeds=[0],
                                      cache_dir=str(tmp_path))
-    data = structured_study.split(Classification(config.task).data, config.validation)
+    data = structured_study.split(Classification(config.task).data, config.validation_images)
     s = structured_study._seed(config, data, 0)
     net, info = structured_study.run_search(config, s, 2.0)
     searching = 6 * 300 / (3 * len(data[0].y_train))                       # 6 passes over 300 images
@@ -97,7 +97,7 @@ def test_torch_pruning_meets_its_flops_target_on_lenet5_and_fails_on_option_a_re
 def test_the_study_end_to_end_on_digits(tmp_path, capsys):
     pytest.importorskip("torch_pruning")
     config = structured_study.Config(task=TaskConfig(model="lenet300", ref_epochs=2, epochs_per_step=1), steps=3,
-                                     validation=300,
+                                     validation_images=300,
                                      search_stages=1, search_samples=2, targets=[1.5, 2.0], seeds=[0],
                                      out=str(tmp_path / "out"), cache_dir=str(tmp_path / "cache"))
     rows = structured_study.run(config)
