@@ -20,8 +20,10 @@ bisection on the direct compression of the reference; Torch-Pruning: its steps; 
 the reported reduction is measured on the final model (``lc.measure.flops``; LC's exported with its zero channels
 removed). LC's runs end beyond their target (its L steps move the allocation), so the methods are compared along
 their curves: each seed's error read at the targets by linear interpolation in log reduction (:func:`curve`), then
-averaged over seeds (:func:`summary`). Rows go to ``out/rows.jsonl`` (:class:`experiments.runs.RunStore`:
-resumable, shareable), the summary to ``out/summary.csv`` and the plot to ``out/structured.png``.
+averaged over seeds (:func:`summary`). A run of LC whose L step diverges is a row too (``diverged``: its error is
+the diverged weights', its reduction the target's: the allocation's on the reference), as the sweep records one.
+Rows go to ``out/rows.jsonl`` (:class:`experiments.runs.RunStore`: resumable, shareable), the summary to
+``out/summary.csv`` and the plot to ``out/structured.png``.
 """
 from __future__ import annotations
 
@@ -168,7 +170,13 @@ def run_lc(config: Config, s: _Seed, target: float, allocation: str) -> tuple[to
                                                                           allocation=allocation), s.example),
                              lc.geometric_mu(config.mu0, config.mu_multiplier, config.steps), s.task.l_step(),
                              s.val.evaluate, example_input=s.example)
-    history = algorithm.run()
+    try:
+        history = algorithm.run()
+    except lc.CompressionError as e:          # the L step diverged: a result of the method at this budget, as the
+        if all(bool(torch.isfinite(p).all()) for p in net.parameters()):      # sweep records it (no model to export)
+            raise
+        return net, {"keep": keep, "epochs_used": config.budget(), "val_error": s.val.evaluate(net)["error"],
+                     "diverged": f"after LC step {len(algorithm.history) - 1}: {e}"}
     exported = lc.export(net, algorithm, channels=True, example=s.example)
     return exported, {"keep": keep, "epochs_used": config.budget(), "val_error": history[-1].evaluation["error"]}
 
@@ -228,13 +236,18 @@ def _one(config: Config, s: _Seed, method: str, target: float, run_id: str) -> d
             raise
         log.warning("%s on %s: %s: %s", method, config.task.model, type(e).__name__, e)
         return {**row, "failed": f"{type(e).__name__}: {str(e)[:300]}"}
-    dense, flops = lc.measure.flops(s.reference, s.example), lc.measure.flops(net, s.example)
+    dense, diverged = lc.measure.flops(s.reference, s.example), "diverged" in info
+    flops = None if diverged else lc.measure.flops(net, s.example)
+    if diverged:
+        log.warning("%s on %s seed %d at %gx diverged %s", method, config.task.model, s.task.seed, target,
+                    info["diverged"])
     return {**row, "test_error": s.task.evaluate(net)["error"], **info,
             "reference_test_error": s.task.evaluate(s.reference)["error"],
             "reference_val_error": s.val.evaluate(s.reference)["error"],
-            "flops_dense": dense, "flops": flops, "flops_reduction": dense / flops,
-            "params_dense": lc.measure.parameter_count(s.reference), "params": lc.measure.parameter_count(net),
-            "channels": kept_channels(s.reference, net), "wall_time": time.perf_counter() - wall,
+            "flops_dense": dense, "flops": flops, "flops_reduction": target if diverged else dense / flops,
+            "params_dense": lc.measure.parameter_count(s.reference),
+            "params": None if diverged else lc.measure.parameter_count(net),
+            "channels": None if diverged else kept_channels(s.reference, net), "wall_time": time.perf_counter() - wall,
             "cpu_time": _cpu() - cpu}
 
 
@@ -337,26 +350,38 @@ def report(rows: list[dict], out: Path, grid: list[float]) -> None:
     for r in rows:
         if "failed" in r:
             print(f"{r['method']} seed {r['seed']} at {r['target']:g}x failed: {r['failed']}")
+        if "diverged" in r:
+            print(f"{r['method']} seed {r['seed']} at {r['target']:g}x diverged {r['diverged'][:120]}")
 
 
 def _plot(rows: list[dict], table: list[dict], path: Path) -> None:
     """Each method's mean (± std) over seeds at the grid's reductions, and every run as a small dot at its measured
-    reduction; the references' mean as a dashed line."""
+    reduction; the references' mean as a dashed line. With diverged runs the y axis ends at 3× the worst error of
+    the others: a diverged run is an ×, at the edge, its error written."""
     from .plot import plt, save_figure
     fig, ax = plt.subplots(figsize=(7, 4.5))
     done = [r for r in rows if "failed" not in r]
+    tidy = [100 * r["test_error"] for r in done if "diverged" not in r]
+    edge = 3 * max(tidy) if tidy and len(tidy) < len(done) else None
     for method in [m for m in METHODS if any(r["method"] == m for r in table)]:
         rs = [r for r in table if r["method"] == method]
         line = ax.errorbar([r["flops_reduction"] for r in rs], [r["test_error_mean"] for r in rs],
                            yerr=[r["test_error_std"] for r in rs], marker="o", capsize=3, label=method)
-        runs = [r for r in done if r["method"] == method]
+        colour = line.lines[0].get_color()
+        runs = [r for r in done if r["method"] == method and "diverged" not in r]
         ax.plot([r["flops_reduction"] for r in runs], [100 * r["test_error"] for r in runs], ".", ms=4, alpha=0.5,
-                color=line.lines[0].get_color())
+                color=colour)
+        for r in (r for r in done if r["method"] == method and "diverged" in r):
+            ax.plot([r["flops_reduction"]], [edge], "x", color=colour, ms=8, clip_on=False)
+            ax.annotate(f"diverged, seed {r['seed']}: {100 * r['test_error']:.3g}%", (r["flops_reduction"], edge),
+                        fontsize=6, color=colour, textcoords="offset points", xytext=(4, -8), annotation_clip=False)
     if done:
         refs = {r["seed"]: 100 * r["reference_test_error"] for r in done}
         ax.axhline(statistics.mean(refs.values()), color="k", ls="--", lw=1,
                    label=f"reference ({statistics.mean(refs.values()):.2f}%, mean of {len(refs)} seeds)")
         ax.set_title(f"{done[0]['model']} — {done[0]['split']}", fontsize=7)
+    if edge is not None:
+        ax.set_ylim(0, edge)
     ax.set_xscale("log")
     ticks = sorted({r["flops_reduction"] for r in table})
     ax.set_xticks(ticks, [f"{t:g}×" for t in ticks])

@@ -144,3 +144,15 @@ def test_the_study_configs_load():
     for path in paths:
         config = cli.parse(structured_study.Config, ["--config", str(path)])
         assert config.task.model == path.stem and config.task.data_dir == "../shared/data/mnist-test"
+
+
+def test_a_diverged_lc_run_is_a_row_at_its_target(tmp_path):
+    config = structured_study.Config(task=TaskConfig(model="lenet300", ref_epochs=1, epochs_per_step=1, lr=1e6),
+                                     steps=2, validation_images=300, cache_dir=str(tmp_path))
+    s = structured_study._seed(config, structured_study.split(Classification(config.task).data, 300), 0)
+    row = structured_study._one(config, s, "lc-global", 2.0, "id")
+    assert row["diverged"].startswith("after LC step") and "NaN" in row["diverged"]
+    assert row["flops_reduction"] == 2.0 and row["flops"] is None and row["channels"] is None   # its target's
+    assert row["test_error"] > 0.5                                            # the diverged weights, at chance
+    table = structured_study.summary([row], [2.0])
+    assert table[0]["test_error_mean"] == pytest.approx(100 * row["test_error"])
