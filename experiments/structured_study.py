@@ -215,8 +215,8 @@ def run_search(config: Config, s: _Seed, target: float) -> tuple[torch.nn.Module
                             "finetune_epochs": per_stage, "val_error": s.val.evaluate(found["model"])["error"]}
 
 
-def _run_id(config: Config, s: _Seed, method: str, target: float) -> str:
-    spec = {"task": s.task.fingerprint(), "method": method, "target": target, **config.method_fields(method)}
+def _run_id(config: Config, task: Classification, method: str, target: float) -> str:
+    spec = {"task": task.fingerprint(), "method": method, "target": target, **config.method_fields(method)}
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -266,16 +266,17 @@ def run(config: Config) -> list[dict]:
     data = split(load(config.task.dataset, config.task.data_dir), config.validation_images)
     ids = []
     for seed in config.seeds:
-        s = _seed(config, data, seed)
+        task, s = Classification(dataclasses.replace(config.task, seed=seed, distill=0.0), data=data[0]), None
         runs = [(t, m) for t in config.targets for m in config.methods] + \
             [(t, "lc-global") for t in config.global_extra_targets if "lc-global" in config.methods]
         for target, method in runs:
-            run_id = _run_id(config, s, method, target)
+            run_id = _run_id(config, task, method, target)
             ids.append(run_id)
             if config.report_only or not store.claim(run_id):
                 continue
             log.info("%s seed %d: %s at %gx", config.task.model, seed, method, target)
             try:
+                s = s or _seed(config, data, seed)          # the reference: trained (or loaded) once a run needs it
                 row = _one(config, s, method, target, run_id)
             except BaseException:
                 store.release(run_id)

@@ -118,6 +118,10 @@ def test_the_study_end_to_end_on_digits(tmp_path, capsys):
     assert (tmp_path / "out" / "summary.csv").read_text().startswith("method,flops_reduction,seeds,test_error_mean")
     again = structured_study.run(config)                                     # resumed: nothing run again
     assert [r["run_id"] for r in again] == [r["run_id"] for r in rows]
+    empty = tmp_path / "no-references"
+    report = structured_study.run(structured_study.Config(**{**config.__dict__, "report_only": True,
+                                                             "cache_dir": str(empty)}))
+    assert [r["run_id"] for r in report] == [r["run_id"] for r in rows] and not empty.exists()   # none trained
 
 
 def test_each_seeds_curve_is_read_at_the_grid_in_log_reduction_and_the_seeds_averaged():
