@@ -67,7 +67,7 @@ class LMConfig:
     lr: float = _field(3e-4, "L step: AdamW's learning rate, constant, one optimizer for the whole LC run")
     iterations: int = _field(30, "L step: AdamW iterations per LC step")
     clip: float = _field(1.0, "gradient clipping: the largest gradient norm (reference and L step)")
-    eval_tokens: int = _field(32768, "tokens of the split that an evaluation predicts (windows spread evenly over "
+    eval_tokens: int = _field(16384, "tokens of the split that an evaluation predicts (windows spread evenly over "
                                      "the whole split)")
     calibration: int = _field(128, "calibration sequences (from the training split) for data-aware C steps and "
                                    "post-training methods")

@@ -195,3 +195,13 @@ def test_as_groups_view_gives_one_scale_per_group():
     assert torch.equal(view.flatten([t])[0], t[:4, 0])                   # a group runs along the input axis
     with pytest.raises(lc.CompressionError, match="not a multiple of the group size"):
         lc.Compressed.direct(net, {lc.Param("weight"): (lc.AsGroups(3), c)})
+
+
+def test_as_groups_with_codebooks_counts_one_codebook_per_group_plain_or_weighted():
+    torch.manual_seed(1)
+    net = nn.Linear(16, 4, bias=False)
+    x = torch.randn(64, 16) * torch.linspace(0.1, 3, 16)
+    for c in (lc.AdaptiveQuantization(k=2, per_channel=True), lc.WeightedAdaptiveQuantization(k=2, per_channel=True)):
+        comp = lc.Compressed.direct(net, {lc.Param("weight"): (lc.AsGroups(8), c)}, example_input=x)
+        assert comp.states[0].bits == 64 * 1 + 8 * 2 * 32                  # 1-bit codes, 8 groups × 2 float32 entries
+        assert all(g.unique().numel() <= 2 for g in comp.deltas()["weight"].reshape(8, 8))
