@@ -16,7 +16,9 @@ also hold the token and position embeddings on 8-bit grids per row (RTN, or an L
 them dense. Every scale, codebook and position is counted in ``bits_per_weight`` (whole model, float32 = 32).
 
 Writes to ``--out``: ``rows.jsonl``/``rows.csv`` (one row per method and value, with the corpus hash), ``lm.png``,
-``config.json``, ``files.json`` (each split's files). A killed study resumes; several processes may share ``--out``.
+``config.json``, ``files.json`` (each split's files). A killed study resumes; several processes may share ``--out``;
+a method's row is keyed by what it depends on (``settings``: the group size, the LC schedule, …), so runs of one
+method under other settings (another μ₀) join the same directory as rows of their own.
 """
 from __future__ import annotations
 
@@ -160,7 +162,10 @@ def _run_lc(method, value, net, task, calib, config, checkpoint_dir) -> dict:
     tasks = _lc_tasks(method, value, net, config)
     algorithm = lc.Algorithm(net, tasks, lc.geometric_mu(config.mu0, config.mu_multiplier, config.steps),
                              task.l_step(), lambda m: task.evaluate_split(m, "validation"),
-                             example_input=calib, checkpoint_dir=checkpoint_dir)
+                             example_input=calib, checkpoint_dir=checkpoint_dir,
+                             callbacks=[lambda a, r: log.info("  %s %s: LC step %d, mu %.3g, validation perplexity %.4f",
+                                                              method, value, r.step, r.mu,
+                                                              r.evaluation["perplexity"])])
     history = algorithm.run()
     mats = set(matrix_names(net))
     matrix_bits = sum(s.bits for t, s in zip(algorithm.tasks, algorithm.states) if set(t.param_names) <= mats)
@@ -244,8 +249,22 @@ def _ptq_bits(method, value, net, config, info) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------- the study
-def _run_id(fields: dict, method: str, value) -> str:
-    spec = json.dumps({**fields, "method": method, "value": value}, sort_keys=True, default=str)
+def _settings(config: Config, method: str) -> dict:
+    """What a method's result depends on beyond the task, the calibration batch and its value."""
+    out = {}
+    if method.endswith("-g"):
+        out["group"] = config.group
+    if "outliers" in method:
+        out["outliers"] = config.outliers
+    if method in RANK:
+        out["rank_fraction"] = config.rank_fraction
+    if method.startswith("lc-"):
+        out.update(steps=config.steps, mu0=config.mu0, mu_multiplier=config.mu_multiplier)
+    return out
+
+
+def _run_id(fields: dict, method: str, value, settings: dict) -> str:
+    spec = json.dumps({**fields, "method": method, "value": value, **settings}, sort_keys=True, default=str)
     return hashlib.sha256(spec.encode()).hexdigest()[:16]
 
 
@@ -254,9 +273,7 @@ def run(config: Config) -> list[dict]:
     config.check()
     torch.set_num_threads(config.threads)
     task = LanguageModel(config.task)
-    fields = {"task": task.fingerprint(), "steps": config.steps, "mu0": config.mu0,
-              "mu_multiplier": config.mu_multiplier, "group": config.group, "outliers": config.outliers,
-              "final_tokens": config.final_tokens}
+    fields = {"task": task.fingerprint(), "final_tokens": config.final_tokens}
     store = RunStore(Path(config.out), fields, overwrite=config.overwrite)
     write_text_atomic(Path(config.out) / "files.json", json.dumps(task.tokens.files, indent=1))
     reference = task.reference(cache_dir=config.cache_dir)
@@ -267,7 +284,8 @@ def run(config: Config) -> list[dict]:
              sum(p.numel() for p in reference.parameters()), ref["validation"]["perplexity"], ref["test"]["perplexity"])
     for method in config.methods:
         for value in config.values(method):
-            run_id = _run_id(fields, method, value)
+            settings = _settings(config, method)
+            run_id = _run_id(fields, method, value, settings)
             if not store.claim(run_id):
                 continue
             try:
@@ -290,7 +308,7 @@ def run(config: Config) -> list[dict]:
                        "wall_time": time.perf_counter() - t, "cpu_time": time.process_time() - cpu,
                        "l_step_iterations": config.task.iterations, "calibration_tokens": calib.numel(),
                        "corpus": task.tokens.name, "corpus_sha256": task.tokens.sha256, "seed": config.task.seed,
-                       **out}
+                       "settings": settings, **out}
             except BaseException:
                 store.release(run_id)
                 raise
