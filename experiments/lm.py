@@ -7,7 +7,9 @@ L step — perplexity vs bits per weight (2, 3, 4) and vs sparsity (50 %, 2:4), 
 
 Post-training methods (:mod:`experiments.lm_ptq`, on the calibration batch, layer by layer): ``rtn-channel``,
 ``rtn-g`` (round to nearest, per row or per group of ``group`` inputs), ``gptq-channel``, ``gptq-g``, ``awq-g``,
-``magnitude``, ``wanda``, ``sparsegpt``, ``svd``, ``whitened-svd``. LC (``lc.Algorithm``, the adapter's L step, the
+``magnitude``, ``wanda``, ``sparsegpt``, ``svd``, ``whitened-svd``; ``dense``: the reference trained further by the
+L step for as long as an LC run trains, uncompressed (the reference is not trained to convergence, so this is what
+LC's numbers owe to the extra training alone). LC (``lc.Algorithm``, the adapter's L step, the
 μ schedule below): ``lc-kmeans`` (a codebook of 2^bits entries per matrix), ``lc-affine-g`` (group-wise integer grids,
 GPTQ's form), ``lc-kmeans-outliers`` (codebook + ``outliers`` of the weights kept exactly: an additive
 combination), ``lc-l0`` (50 % of each matrix) or N:M for ``2:4``, ``lc-lowrank``; each ``…-weighted`` is the same
@@ -53,7 +55,8 @@ QUANT = ("rtn-channel", "rtn-g", "gptq-channel", "gptq-g", "awq-g", "lc-kmeans",
          "lc-affine-g", "lc-kmeans-outliers", "lc-kmeans-outliers-weighted")
 SPARSE = ("magnitude", "wanda", "sparsegpt", "lc-l0", "lc-l0-weighted")
 RANK = ("svd", "whitened-svd", "lc-lowrank", "lc-lowrank-whitened")
-METHODS = QUANT + SPARSE + RANK
+DENSE = ("dense",)
+METHODS = QUANT + SPARSE + RANK + DENSE
 DATA_AWARE = {"gptq-channel", "gptq-g", "awq-g", "wanda", "sparsegpt", "whitened-svd", "lc-kmeans-weighted",
               "lc-kmeans-outliers-weighted", "lc-l0-weighted", "lc-lowrank-whitened"}
 
@@ -72,7 +75,7 @@ class Config:
     outliers: float = option(0.005, "lc-kmeans-outliers: the fraction of each matrix kept exactly (float32 values "
                                     "and their positions)")
     steps: int = option(20, "LC: steps (the length of the μ schedule); each L step is task.iterations iterations")
-    mu0: float = option(1e-2, "LC: μ₀ of μ_j = μ₀·a^j (chosen on validation data, see docs/lm.md)")
+    mu0: float = option(3e-3, "LC: μ₀ of μ_j = μ₀·a^j (chosen on validation data, see docs/lm.md)")
     mu_multiplier: float = option(1.4, "LC: a of μ_j = μ₀·a^j")
     final_tokens: int = option(131072, "tokens of the validation and of the test split in the reported numbers")
     out: str = option("results/lm", "output directory; several processes may share it", directory=True)
@@ -90,6 +93,8 @@ class Config:
             raise lc.CompressionError("bits must lie in 1 … 8 and rank_fraction in (0, 1)")
 
     def values(self, method: str) -> list:
+        if method in DENSE:
+            return ["continued"]
         return list(self.bits) if method in QUANT else list(self.sparsity) if method in SPARSE else [self.rank_fraction]
 
 
@@ -173,6 +178,21 @@ def _run_lc(method, value, net, task, calib, config, checkpoint_dir) -> dict:
             "direct_validation_perplexity": history[0].evaluation["perplexity"],
             "method_time": sum(r.l_step_time + r.c_step_time for r in history), "lc_steps": history[-1].step,
             "trajectory": [round(r.evaluation["perplexity"], 4) for r in history]}
+
+
+def _run_dense(net, task, config) -> dict:
+    """The reference trained further by the L step, uncompressed, for as many iterations as an LC run's L steps: what
+    LC's perplexity owes to the extra training alone (the reference is not trained to convergence)."""
+    t, l_step = time.perf_counter(), task.l_step()
+    for j in range(config.steps):
+        l_step(net, None, j)
+    return {"matrix_bits": 32 * sum(net.get_parameter(n).numel() for n in matrix_names(net)),
+            "model_bits_per_weight": 32.0, "method_time": time.perf_counter() - t}
+
+
+def _family(method: str) -> str:
+    return ("quantization" if method in QUANT else "sparsity" if method in SPARSE else "lowrank" if method in RANK
+            else "reference")
 
 
 # ---------------------------------------------------------------------------------------------- post-training
@@ -260,6 +280,8 @@ def _settings(config: Config, method: str) -> dict:
         out["rank_fraction"] = config.rank_fraction
     if method.startswith("lc-"):
         out.update(steps=config.steps, mu0=config.mu0, mu_multiplier=config.mu_multiplier)
+    if method in DENSE:
+        out["steps"] = config.steps
     return out
 
 
@@ -292,13 +314,15 @@ def run(config: Config) -> list[dict]:
                 net = copy.deepcopy(reference)
                 torch.manual_seed(config.task.seed)
                 t, cpu = time.perf_counter(), time.process_time()
-                if method.startswith("lc-"):
+                if method in DENSE:
+                    out = _run_dense(net, task, config)
+                elif method.startswith("lc-"):
                     out = _run_lc(method, value, net, task, calib, config, Path(config.out) / "checkpoints" / run_id)
                 else:
                     out = _run_ptq(method, value, net, calib, config)
                 final = {s: task.evaluate_split(net, s, config.final_tokens) for s in ("validation", "test")}
                 row = {"run_id": run_id, "method": method, "value": value,
-                       "family": "quantization" if method in QUANT else "sparsity" if method in SPARSE else "lowrank",
+                       "family": _family(method),
                        "lc": method.startswith("lc-"), "data_aware": method in DATA_AWARE,
                        "bits_per_weight": out.pop("model_bits_per_weight"),
                        "matrix_bits_per_weight": out.pop("matrix_bits") / sum(reference.get_parameter(n).numel()
