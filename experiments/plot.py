@@ -69,42 +69,92 @@ def useful_limit(values: list[float], reference: float, *, higher_is_better: boo
     return sign * edge if edge < max(bad) else None
 
 
-def plot_rows(rows: list[dict], path: str | Path) -> None:
+_MARKERS = "osD^v<>pP*Xh"
+
+
+@dataclass
+class Point:
+    """One point of a curve: a (family, value, start) over its rows (one per seed): mean ratio and metric, the
+    metric's spread (population std over the seeds; 0 for one seed)."""
+
+    family: str
+    value: object
+    start: str
+    method: str
+    kind: str
+    ratio: float
+    mean: float
+    std: float
+    rows: list
+
+
+def points(rows: list[dict], scale: float = 1.0, metric: str = "error") -> list[Point]:
+    """The rows grouped by (family, value, start of the LC path), averaged over their seeds."""
+    groups = defaultdict(list)
+    for r in rows:
+        groups[r["family"], r["value"], r.get("start") or "first"].append(r)
+    out = []
+    for (family, value, start), rs in groups.items():
+        ys = [scale * r[f"test_{metric}"] for r in rs]
+        out.append(Point(family, value, start, rs[0].get("method") or "lc", rs[0].get("kind") or family,
+                         statistics.fmean(r["ratio"] for r in rs), statistics.fmean(ys),
+                         statistics.pstdev(ys) if len(ys) > 1 else 0.0, rs))
+    return out
+
+
+def plot_rows(rows: list[dict], path: str | Path, *, edge: float | None = None) -> None:
     """One PNG at ``path``; an empty ``rows`` gives an empty plot with the axes labelled. One curve per family and
-    start of the LC path (the rows' ``start``: a run from μ → 0⁺ is its own curve); points beyond the useful range
-    (:func:`useful_limit`) are drawn at the axis's edge as arrows, labelled with their value."""
+    start of the LC path (the rows' ``start``: a run from μ → 0⁺ is its own curve), one colour per compression type
+    (the rows' ``kind``): LC's curves solid, the baselines' (``method`` other than ``lc``) dashed, a marker per
+    method. Rows of several seeds of a point are averaged, their spread drawn as an error bar (± std). Points beyond
+    the useful range (:func:`useful_limit`, or ``edge``: the axis's edge on the bad side, in the plotted unit) are
+    drawn at the axis's edge as arrows, labelled with their value."""
     metric = _metric(rows)
     scale, label = (100, "test error (%)") if metric == "error" else (1, f"test {metric}")
     higher = bool(rows[0].get("higher_is_better", metric != "error")) if rows else False
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    curves = defaultdict(list)
-    for r in rows:
-        curves[r["family"], r.get("start") or "first"].append(r)
-    value = lambda r: scale * r[f"test_{metric}"]  # noqa: E731
-    ref = scale * rows[0][f"reference_{metric}"] if rows else 0.0
-    limit = useful_limit([value(r) for r in rows], ref, higher_is_better=higher,
-                         flagged=["chance" in (r.get("warning") or "") for r in rows]) if rows else None
+    fig, ax = plt.subplots(figsize=(9, 5.5) if len({r.get("method") for r in rows}) > 1 else (7, 4.5))
+    pts = points(rows, scale, metric)
+    seeds = len({r.get("seed") for r in rows})
+    ref = scale * statistics.fmean(r[f"reference_{metric}"] for r in rows) if rows else 0.0   # over the seeds
+    limit = edge if edge is not None else useful_limit(
+        [p.mean for p in pts], ref, higher_is_better=higher,
+        flagged=[all("chance" in (r.get("warning") or "") for r in p.rows) for p in pts]) if pts else None
     beyond = (lambda y: y < limit) if higher else (lambda y: y > limit)  # noqa: E731
-    for (family, start), rs in sorted(curves.items()):
-        rs.sort(key=lambda r: r["ratio"])
+    kinds = sorted({p.kind for p in pts})
+    colours = {k: f"C{i % 10}" for i, k in enumerate(kinds)}
+    methods = sorted({p.method for p in pts} - {"lc"})
+    markers = {"lc": "o", **{m: _MARKERS[1 + i % (len(_MARKERS) - 1)] for i, m in enumerate(methods)}}
+    curves = defaultdict(list)
+    for p in pts:
+        curves[p.family, p.start].append(p)
+    for (family, start), ps in sorted(curves.items(), key=lambda c: (c[1][0].kind, c[1][0].method != "lc", c[0])):
+        ps.sort(key=lambda p: p.ratio)
+        lc_run = ps[0].method == "lc"
+        style = "-" if lc_run and start != "zero" else "--"
         name = family + (" (from μ → 0)" if start == "zero" else "")
-        line, = ax.plot([r["ratio"] for r in rs], [value(r) for r in rs], "o-" if start != "zero" else "s--",
-                        label=name)
-        for r in rs:
-            if limit is not None and beyond(value(r)):
-                ax.plot([r["ratio"]], [limit], "v" if higher else "^", color=line.get_color(), ms=9, clip_on=False)
-                ax.annotate(f"{value(r):.3g}{'%' if metric == 'error' else ''}", (r["ratio"], limit), fontsize=7,
-                            color=line.get_color(), textcoords="offset points", xytext=(4, -10 if higher else 3),
+        colour = colours[ps[0].kind]
+        marker = "s" if start == "zero" else markers[ps[0].method]
+        ax.plot([p.ratio for p in ps], [p.mean for p in ps], style, marker=marker, color=colour, label=name,
+                lw=1.6 if lc_run else 1.0, ms=5 if lc_run else 4, mfc=colour if lc_run else "none")
+        for p in ps:
+            if limit is not None and beyond(p.mean):
+                ax.plot([p.ratio], [limit], "v" if higher else "^", color=colour, ms=9, clip_on=False)
+                ax.annotate(f"{p.mean:.3g}{'%' if metric == 'error' else ''}", (p.ratio, limit), fontsize=7,
+                            color=colour, textcoords="offset points", xytext=(4, -10 if higher else 3),
                             annotation_clip=False)
-            else:
-                ax.annotate(f"{r['value']}", (r["ratio"], value(r)), fontsize=7, textcoords="offset points",
-                            xytext=(3, 3))
+                continue
+            if p.std > 0:
+                ax.errorbar([p.ratio], [p.mean], [p.std], color=colour, capsize=2, lw=0.8)
+            if seeds == 1:
+                ax.annotate(f"{p.value}", (p.ratio, p.mean), fontsize=7, textcoords="offset points", xytext=(3, 3))
     if rows:
+        of = f", mean of {seeds}" if seeds > 1 else ""
         ax.axhline(ref, color="k", ls="--", lw=1,
-                   label=f"reference ({ref:.2f}%)" if metric == "error" else f"reference ({ref:.4g})")
-        ax.set_title(f"{rows[0]['task']} — {rows[0]['split']}", fontsize=9)
+                   label=f"reference ({ref:.2f}%{of})" if metric == "error" else f"reference ({ref:.4g}{of})")
+        ax.set_title(f"{rows[0]['task']} — {rows[0]['split']}"
+                     + (f"; mean ± std over {seeds} seeds" if seeds > 1 else ""), fontsize=9)
     if limit is not None:
-        inside = [value(r) for r in rows if not beyond(value(r))] + [ref]
+        inside = [p.mean for p in pts if not beyond(p.mean)] + [ref]
         near = min(inside) if not higher else max(inside)           # the good end of the useful range
         margin = 0.05 * abs(limit - near)
         if not higher:
@@ -120,7 +170,8 @@ def plot_rows(rows: list[dict], path: str | Path) -> None:
     ax.set_xlabel("nominal compression ratio (all parameters, float32 = 1)")
     ax.set_ylabel(label)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7 if len(curves) > 8 else 8, ncol=2 if len(curves) > 12 else 1,
+              **({"loc": "upper left", "bbox_to_anchor": (1.01, 1.0)} if len(curves) > 8 else {}))
     fig.tight_layout()
     save_figure(fig, path)
 

@@ -44,6 +44,15 @@ class Family:
     penalty: bool = False                   # a penalty form (α-valued): its path depends on where it starts (μ₁
                                             # or μ → 0⁺, lc.Algorithm's direct_mu), so a sweep may run both starts
     at_least: float | None = None           # the smallest value that means something (a target ratio: 1)
+    method: str = "lc"                      # the rows' method: "lc", or the baseline's (experiments.baselines)
+    kind: str = ""                          # the compression type, one colour on the plots (default: the name)
+    run: Callable[..., Any] | None = None   # a baseline: run(job, value) → experiments.baselines.Outcome,
+                                            # instead of lc.Algorithm (make/build: the structure it ends in)
+
+    @property
+    def type(self) -> str:
+        """The compression type (the plots' colour): ``kind``, or the family's name."""
+        return self.kind or self.name
 
     def check(self, value) -> None:
         """A value of this family's parameter, or a :class:`lc.CompressionError` saying what to give."""
@@ -181,6 +190,9 @@ FAMILIES: dict[str, Family] = {f.name: f for f in [
            description="each tensor in {−a, 0, a}"),
     Family("affine", "bits", (2, 4, 8), lambda b, shapes: (AsVector, lc.AffineQuantization(bits=b)), integer=True,
            description="each tensor on a uniform grid of 2^bits levels"),
+    Family("affine-channel", "bits", (2, 4, 8),
+           lambda b, shapes: (AsIs, lc.AffineQuantization(bits=b, per_channel=True)), integer=True, kind="affine",
+           description="each output channel on its own uniform grid of 2^bits levels"),
     Family("prune+quant", "kept fraction", (0.01, 0.02),
            lambda f, shapes: [(AsVector, lc.ConstraintL0Pruning(kappa=kappa_of(f, shapes))),
                               (AsVector, lc.AdaptiveQuantization(k=2))],
@@ -195,6 +207,10 @@ FAMILIES: dict[str, Family] = {f.name: f for f in [
                               (AsVector, lc.ConstraintL0Pruning(kappa=kappa_of(f, shapes)))], mu0=1e-3,
            description="additive: each matrix at 5% rank plus a sparse correction of a fraction of weights"),
 ]}
+
+from .baselines.registry import FAMILIES as _BASELINES  # noqa: E402  (built on Family and the helpers above)
+
+FAMILIES.update(_BASELINES)
 
 _PRUNED_QUANT = re.compile(r"pruned-quant(\d+)")
 RENAMED = {"rank-budget": "rank (a target storage ratio, met by lc.RankBudget)"}   # old name → new

@@ -23,6 +23,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
@@ -31,6 +32,7 @@ from tasks.adapter import Adapter, flops
 
 from .cli import option
 from .progress import bar
+from .baselines.common import Diverged, Job, Outcome, counting, nominal_ratio, train_size
 from .runs import RunStore
 from .schemes import FAMILIES, RENAMED, Family, family
 
@@ -47,10 +49,10 @@ UNCOMPRESSED = 1.05          # a run whose nominal ratio is below this is flagge
 
 def columns(evaluation: tuple[str, ...], metric: str) -> tuple[str, ...]:
     """The columns of a sweep's rows for an adapter whose evaluation has the keys ``evaluation``."""
-    return ("run_id", "task", "split", "family", "scheme", "parameter", "value", "start",
+    return ("run_id", "task", "split", "family", "scheme", "parameter", "value", "start", "method", "kind",
             *(f"test_{k}" for k in evaluation), "ratio", "bits", "realised_ratio", "file_bytes", "flops",
-            f"reference_{metric}", "higher_is_better", "reference_flops", "steps", "wall_time", "l_time", "c_time",
-            "mu0", "mu_multiplier", "seed", *LATENCY, "warning", "chosen")
+            f"reference_{metric}", "higher_is_better", "reference_flops", "steps", "epochs", "budget", "wall_time",
+            "l_time", "c_time", "mu0", "mu_multiplier", "seed", *LATENCY, "warning", "chosen")
 
 
 @dataclass
@@ -79,6 +81,9 @@ class Sweep:
                                  "reference put through the same export, and against the reference itself, at "
                                  "batch 1 and 256, round-robin in the same process")
     progress: bool = option(True, "show progress: tqdm bars on a terminal, plain lines otherwise")
+    budget: float = option(1.0, "the training budget of the baselines that train (experiments.baselines), as a "
+                                "fraction of the LC run's: they call the task's L step round(budget · steps) times "
+                                "(1: the same optimizer, schedule, batches and epochs as LC; 0.25: a cheaper one)")
 
     def fields(self, task: Adapter) -> dict:
         """What the results depend on (not where they go, nor how they are shown)."""
@@ -113,10 +118,12 @@ def _families(config: Sweep) -> list[tuple[Family, tuple]]:
     return out
 
 
-def _run_id(fields: dict, fam: Family, value, mu0: float, start: str = "first") -> str:
+def _run_id(fields: dict, fam: Family, value, mu0: float, start: str = "first", budget: float = 1.0) -> str:
     spec = {**fields, "family": fam.name, "value": value, "mu0": mu0}
     if start != "first":                      # runs from μ₁ keep the ids they had before starts were offered
         spec["start"] = start
+    if fam.run is not None and budget != 1:   # a baseline at another budget than LC's is another run
+        spec["budget"] = budget
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -150,13 +157,14 @@ def run(task: Adapter, config: Sweep) -> list[dict]:
     progress = bar(runs, desc="runs", enabled=config.progress)
     skipped = 0
     for fam, value, start in progress:
-        run_id = _run_id(fields, fam, value, config.mu0_of(fam), start)
+        run_id = _run_id(fields, fam, value, config.mu0_of(fam), start, config.budget)
         progress.set_postfix_str(f"{fam.name} {fam.parameter}={value}" + (" from μ→0" if start == "zero" else ""))
         if not store.claim(run_id):
             skipped += run_id not in store.done()
             continue
         try:
-            row = _one_run(config, task, ref, fam, value, start, run_id)
+            one = _one_run if fam.run is None else _baseline_run
+            row = one(config, task, ref, fam, value, start, run_id)
         except BaseException:
             store.release(run_id)
             raise
@@ -188,25 +196,39 @@ def _one_run(config: Sweep, task: Adapter, ref: _Reference, fam: Family, value, 
                              task.l_step(ref.model), task.evaluate, callbacks=[progress],
                              checkpoint_dir=Path(config.out) / "checkpoints" / run_id,
                              example_input=task.example_input(1), direct_mu=0 if start == "zero" else None)
-    history = algorithm.run()
+    diverged = None
+    with counting(net) as examples:           # the training examples of this process (a resumed run: since then)
+        try:
+            history = algorithm.run()
+        except lc.CompressionError as e:      # the L step diverged: recorded as such, as a baseline's would be
+            if all(bool(torch.isfinite(p).all()) for p in net.parameters()):
+                raise
+            history, diverged = algorithm.history, e
     wall = time.perf_counter() - t
     steps.close()
     last = history[-1]
-    artifact = Path(config.out) / "artifacts" / f"{run_id}.lc"
-    artifact.parent.mkdir(parents=True, exist_ok=True)
-    file_bytes = lc.save(artifact, net, algorithm, overwrite=True)    # an unfinished run's file, if any, is ours
     shape = tuple(task.example_input(1).shape[1:])
+    if diverged is None:
+        artifact = Path(config.out) / "artifacts" / f"{run_id}.lc"
+        artifact.parent.mkdir(parents=True, exist_ok=True)
+        file_bytes = lc.save(artifact, net, algorithm, overwrite=True)    # an unfinished run's file, if any, is ours
+        evaluation = last.evaluation
+        sizes = {"file_bytes": file_bytes, "realised_ratio": lc.storage.realised_ratio(net, file_bytes),
+                 "flops": flops(net, shape), **_latency(config, shape, ref, net, algorithm)}
+    else:                                     # the diverged weights, at chance; no artifact
+        evaluation = task.evaluate(net)
+        last = SimpleNamespace(ratio=last.ratio, bits=last.bits, step=last.step, evaluation=evaluation)
+        sizes = {"file_bytes": None, "realised_ratio": None, "flops": None, **dict.fromkeys(LATENCY)}
     row = {"run_id": run_id, "task": task.name, "split": task.split, "family": fam.name,
            "scheme": _describe(fam, tasks), "parameter": fam.parameter, "value": value, "start": start,
-           **{f"test_{k}": v for k, v in last.evaluation.items()}, "ratio": last.ratio, "bits": last.bits,
-           "file_bytes": file_bytes, "realised_ratio": lc.storage.realised_ratio(net, file_bytes),
-           "flops": flops(net, shape), f"reference_{task.metric}": ref.evaluation[task.metric],
+           "method": fam.method, "kind": fam.type,
+           **{f"test_{k}": v for k, v in evaluation.items()}, "ratio": last.ratio, "bits": last.bits,
+           f"reference_{task.metric}": ref.evaluation[task.metric],
            "higher_is_better": task.higher_is_better, "reference_flops": ref.flops, "steps": last.step,
-           "wall_time": wall, "l_time": sum(r.l_step_time for r in history),
-           "c_time": sum(r.c_step_time for r in history),
-           "mu0": mu0, "mu_multiplier": config.mu_multiplier, "seed": task.seed,
-           **_latency(config, shape, ref, net, algorithm)}
-    warnings = _warnings(task, last)
+           "epochs": _epochs(task, examples[0]), "budget": 1.0, "wall_time": wall,
+           "l_time": sum(r.l_step_time for r in history), "c_time": sum(r.c_step_time for r in history),
+           "mu0": mu0, "mu_multiplier": config.mu_multiplier, "seed": task.seed, **sizes}
+    warnings = _warnings(task, last) + ([f"diverged after LC step {last.step}: {diverged}"] if diverged else [])
     for w in warnings:
         log.warning("%s %s=%s%s: %s", fam.name, fam.parameter, value, " (from μ→0)" if start == "zero" else "", w)
     row.update(warning="; ".join(warnings) or None, chosen=chosen(algorithm))
@@ -214,7 +236,62 @@ def _one_run(config: Sweep, task: Adapter, ref: _Reference, fam: Family, value, 
     return row
 
 
-def _warnings(task: Adapter, last: lc.StepRecord) -> list[str]:
+def _epochs(task: Adapter, examples: int) -> float | None:
+    """Training epochs: examples seen over the task's training set's size (None for a task without one: the
+    Q-network's L step samples states)."""
+    size = train_size(task)
+    return examples / size if size else None
+
+
+def _baseline_run(config: Sweep, task: Adapter, ref: _Reference, fam: Family, value, start: str,
+                  run_id: str) -> dict:
+    """One run of a baseline family (:mod:`experiments.baselines`): its method instead of lc.Algorithm, at the LC
+    run's training budget (``config.steps`` L steps, times ``config.budget``); the same row, artifact and checks."""
+    torch.manual_seed(task.seed)
+    job = Job(task, ref.model, max(1, round(config.steps * config.budget)), fam)
+    t = time.perf_counter()
+    try:
+        out, diverged = fam.run(job, value), None
+    except Diverged as e:                     # recorded as what it is: the method diverged at this budget
+        b = e.budget
+        out, diverged = Outcome(e.model, lc.Compressed.none(), b.calls, b.examples, b.time), e
+    wall = time.perf_counter() - t
+    net, compressed = out.model, out.compressed
+    evaluation = task.evaluate(net)
+    shape = tuple(task.example_input(1).shape[1:])
+    if diverged is None:
+        ratio, bits = nominal_ratio(ref.model, net, compressed)
+        artifact = Path(config.out) / "artifacts" / f"{run_id}.lc"
+        artifact.parent.mkdir(parents=True, exist_ok=True)
+        file_bytes = lc.save(artifact, net, compressed, overwrite=True)
+        sizes = {"file_bytes": file_bytes, "realised_ratio": lc.storage.realised_ratio(ref.model, file_bytes),
+                 "flops": flops(net, shape), **_latency(config, shape, ref, net, compressed)}
+    else:                                     # the ratio its structure has; no artifact of non-finite weights
+        planned = copy.deepcopy(ref.model)
+        structure = fam.tasks(planned, value)
+        ratio, bits = nominal_ratio(ref.model, planned, lc.Compressed.direct(planned, structure)) if structure \
+            else nominal_ratio(ref.model, net, compressed)
+        sizes = {"file_bytes": None, "realised_ratio": None, "flops": None, **dict.fromkeys(LATENCY)}
+    record = SimpleNamespace(ratio=ratio, evaluation=evaluation)
+    row = {"run_id": run_id, "task": task.name, "split": task.split, "family": fam.name,
+           "scheme": f"{fam.method}: {fam.description}", "parameter": fam.parameter, "value": value, "start": None,
+           "method": fam.method, "kind": fam.type, **{f"test_{k}": v for k, v in evaluation.items()},
+           "ratio": ratio, "bits": bits, f"reference_{task.metric}": ref.evaluation[task.metric],
+           "higher_is_better": task.higher_is_better, "reference_flops": ref.flops, "steps": out.steps,
+           "epochs": _epochs(task, out.examples), "budget": config.budget if out.steps else None,
+           "wall_time": wall, "l_time": out.l_time, "c_time": out.c_time, "mu0": None, "mu_multiplier": None,
+           "seed": task.seed, **sizes}
+    warnings = _warnings(task, record) + ([f"diverged: {diverged} (the metric is the diverged model's; no "
+                                           "artifact)"] if diverged else [])
+    for w in warnings:
+        log.warning("%s %s=%s: %s", fam.name, fam.parameter, value, w)
+    states = SimpleNamespace(tasks=compressed.tasks, states=compressed.states, model=net)
+    row.update(warning="; ".join(warnings) or None, chosen={**chosen(states), **({"method": out.chosen}
+                                                                                 if out.chosen else {})})
+    return row
+
+
+def _warnings(task: Adapter, last) -> list[str]:
     """Why a run's result is suspect: it compressed (almost) nothing, or its metric is at the adapter's
     ``chance`` (the value from which a model counts as no better than chance; absent: not checked)."""
     out = []
@@ -230,9 +307,12 @@ def chosen(algorithm: lc.Algorithm) -> dict[str, dict]:
     """What a finished run chose, per compressed parameter (by name): ``kept``, the nonzeros of Δ(Θ), of
     ``size``; and from its task's state: ``rank`` (low rank, rank selection), ``codebook`` (its number of entries;
     per row: of each row's), ``bits`` (affine), ``alpha`` and ``budget_fraction`` (a shared rank budget); an
-    additive combination lists its ``parts`` (a sparse part's ``kept``: its stored nonzeros)."""
+    additive combination lists its ``parts`` (a sparse part's ``kept``: its stored nonzeros). A task whose C step
+    failed (its run diverged) has no state and is left out."""
     out = {}
     for task, state in zip(algorithm.tasks, algorithm.states):
+        if state is None:                     # a C step that failed (a diverged L step) left none
+            continue
         what = _choice(state)
         for name in task.param_names:
             delta = algorithm.model.get_parameter(name).detach()

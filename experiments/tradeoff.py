@@ -58,6 +58,10 @@ def run_sweep(config: Config) -> list[dict]:
     return sweep.run(Classification(config.task), config)   # a missing dataset fails here, before --out is touched
 
 
+def _number(x) -> float:
+    return float("nan") if x is None else x
+
+
 def _main(argv=None) -> int:
     config = load_config(argv)
     if config.progress:                       # the bars show each step's error and ratio; keep the log for the rest
@@ -70,8 +74,10 @@ def _main(argv=None) -> int:
     for r in sorted(rows, key=lambda r: (r["family"], r.get("start") or "", r["ratio"])):
         family = r["family"] + (" (μ→0)" if r.get("start") == "zero" else "")
         speedup = r.get("speedup_b256_vs_dense_exported")
+        realised, mflops = r["realised_ratio"], r["flops"]        # None for a run that diverged (no artifact)
         print(f"{family:<22} {r['parameter']:<16} {r['value']!s:>8} {100 * r['test_error']:8.2f} "
-              f"{r['ratio']:8.1f} {r['realised_ratio']:8.1f} {r['flops'] / 1e6:8.3f} {r['wall_time']:7.1f} "
+              f"{r['ratio']:8.1f} {_number(realised):8.1f} {_number(mflops) / 1e6:8.3f} "
+              f"{r['wall_time']:7.1f} "
               + (f"{speedup:8.2f}" if speedup else f"{'-':>8}") + (f"  {r['warning']}" if r.get("warning") else ""))
     if rows:
         print(f"reference: {100 * rows[0]['reference_error']:.2f}% error; speedup: measured at batch 256 against the "

@@ -208,21 +208,27 @@ class Classification:
     # ------------------------------------------------------------------------------------------ training
     def train_epoch(self, model: nn.Module, optimizer: torch.optim.Optimizer,
                     penalty: Callable[[], torch.Tensor] | None = None, teacher: nn.Module | None = None,
-                    decoupled: bool = False) -> float:
+                    decoupled: bool = False, trainer: nn.Module | None = None) -> float:
         """One pass over the training set minimising loss (+ ``penalty()``); returns the mean loss (without the
         penalty). lc's penalty adds its gradient directly (``add_grad_``), which is cheaper than autograd;
         ``decoupled``: the penalty is left out of the loss and applied after every optimizer step as the proximal
-        step in the optimizer's own metric (``penalty.step(optimizer)``), as adaptive optimizers need."""
+        step in the optimizer's own metric (``penalty.step(optimizer)``), as adaptive optimizers need.
+        ``trainer``: the module the batches go through (a ``DistributedDataParallel`` wrapper of ``model``); under
+        ``torch.distributed`` each rank takes its share of every epoch's permutation (the same on every rank, from
+        the same seed) and of every batch, so that the ranks together see each example once an epoch."""
         c = self.config
         add_grad = getattr(penalty, "add_grad_", None)
         model.train()
         total, n = 0.0, 0
-        for idx in torch.randperm(len(self._ytr), device=self.device).split(c.batch_size):
+        rank, world = _rank()
+        perm = torch.randperm(len(self._ytr), device=self.device)
+        for idx in perm.split(c.batch_size):
+            idx = idx[rank::world]                 # this rank's share of the batch (all of it in one process)
             x, y = self._xtr[idx], self._ytr[idx]
             if c.augment:
                 x = _augment(x)
             optimizer.zero_grad(set_to_none=True)
-            logits = model(x)
+            logits = (trainer or model)(x)
             loss = F.cross_entropy(logits, y)
             if teacher is not None and c.distill > 0:
                 with torch.no_grad():
@@ -318,6 +324,14 @@ class Classification:
         return model
 
 
+def _rank() -> tuple[int, int]:
+    """(rank, world size) of this process under torch.distributed; (0, 1) without it."""
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
 def _save_new(obj, path: Path) -> None:
     """Write ``obj`` to ``path`` atomically, never replacing an existing file (another process may have won)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -349,8 +363,19 @@ class LStep:
         lr = c.l_step_lr() * c.lr_decay ** step
         decoupled = c.optimizer != "sgd"
         opt = self._kept(model, lr) if decoupled else self.task.optimizer(model, lr)
+        trainer = self._trainer(model)
         for _ in range(epochs):
-            self.losses.append(self.task.train_epoch(model, opt, lc_penalty, self.teacher, decoupled=decoupled))
+            self.losses.append(self.task.train_epoch(model, opt, lc_penalty, self.teacher, decoupled=decoupled,
+                                                     trainer=trainer))
+
+    def _trainer(self, model: nn.Module) -> nn.Module | None:
+        """Under ``torch.distributed`` (more than one rank): the model wrapped in DistributedDataParallel, once."""
+        if _rank()[1] == 1:
+            return None
+        if getattr(self, "_ddp", (None, None))[0] is not model:
+            from torch.nn.parallel import DistributedDataParallel
+            self._ddp = (model, DistributedDataParallel(model))
+        return self._ddp[1]
 
     def _kept(self, model: nn.Module, lr: float) -> torch.optim.Optimizer:
         if self.kept is None:

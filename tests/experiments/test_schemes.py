@@ -32,6 +32,9 @@ def test_every_family_builds_tasks_for_an_mlp():
     net = torch.nn.Sequential(torch.nn.Linear(8, 64), torch.nn.ReLU(), torch.nn.Linear(64, 64), torch.nn.ReLU(),
                               torch.nn.Linear(64, 4))
     for name, fam in FAMILIES.items():
+        if fam.kind == "small":                  # a narrower network: no compression tasks on this one
+            assert fam.tasks(net, fam.values[0]) == {}
+            continue
         tasks = fam.tasks(net, fam.values[0])
         assert tasks and all(isinstance(p, lc.Param) for p in tasks), name
     assert [p.targets for p in family("low-rank-hidden").tasks(net, 0.25)] == [("2.weight",)]
