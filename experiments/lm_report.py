@@ -64,7 +64,15 @@ def summary(rows: list[dict]) -> str:
         ok = lc50["test_perplexity"] < post50["test_perplexity"]
         lines.append(f"  50% sparsity: LC {lc50['test_perplexity']:.4f} ({lc50['method']}) vs "
                      f"{post50['test_perplexity']:.4f} ({post50['method']}): {'met' if ok else 'NOT met'}")
+    dense = _dense(rows)
+    if dense:
+        lines.append(f"  for scale: the reference trained further, uncompressed, as long as an LC run (dense): test "
+                     f"{dense['test_perplexity']:.4f}, gap {_gap(dense):.4f}")
     return "\n".join(lines)
+
+
+def _dense(rows) -> dict | None:
+    return next((r for r in rows if r["method"] == "dense"), None)
 
 
 def r_family(rows, method) -> str:
@@ -88,6 +96,10 @@ def plot(rows: list[dict], path: str | Path) -> None:
         ax.plot([r["bits_per_weight"] for r in rs], [r["test_perplexity"] for r in rs], "o-" if rs[0]["lc"] else "s--",
                 label=method, lw=2 if rs[0]["lc"] else 1.2)
     ax.axhline(ref, color="k", lw=1, ls=":", label=f"reference {ref:.3f}")
+    dense = _dense(rows)
+    if dense:
+        ax.axhline(dense["test_perplexity"], color="tab:green", lw=1, ls="-.",
+                   label=f"reference trained further (dense) {dense['test_perplexity']:.3f}")
     ax.set(xlabel="bits per weight (whole model, every scale counted)", ylabel="test perplexity (log)", yscale="log",
            title="quantization (LC: solid; post-training: dashed)")
     ax.legend(fontsize=7, ncol=2)
@@ -98,6 +110,8 @@ def plot(rows: list[dict], path: str | Path) -> None:
                 color=["tab:blue" if r["lc"] else "tab:gray" for r in rs])
         ax.set_yticks(range(len(rs)), labels, fontsize=7)
         ax.axvline(ref, color="k", lw=1, ls=":")
+        if dense:
+            ax.axvline(dense["test_perplexity"], color="tab:green", lw=1, ls="-.")
         ax.set(xscale="log", xlabel="test perplexity (log)",
                title=f"{family} (LC: blue)" if family == "sparsity" else "low rank, half the parameters (LC: blue)")
     for ax, axis in ((axes[0], axes[0].yaxis), (axes[1], axes[1].xaxis), (axes[2], axes[2].xaxis)):
