@@ -1,7 +1,7 @@
 """The language-model study: LC against post-training methods on one trained decoder, one calibration batch and one
 L step — perplexity vs bits per weight (2, 3, 4) and vs sparsity (50 %, 2:4), plus low rank at half the parameters.
 
-    python -m experiments.lm                                   # everything (about 2 CPU-hours on one core)
+    python -m experiments.lm                                   # everything (about 2.5 hours on one free core)
     python -m experiments.lm --methods gptq-g lc-kmeans --bits 3
     python -m experiments.lm --corpus ~/notes --out results/lm-notes     # your own text files
 
