@@ -9,7 +9,7 @@ schedules nothing itself.
   ``spawn`` where fork is unsafe, which needs a picklable task). A worker killed by a signal (the OOM killer, a
   ``kill``) is replaced by a new one, at most ``respawn`` times in all; the new one takes over the dead worker's
   claim and resumes its run from its last LC checkpoint. A worker that fails (an exception) stops the others and
-  the command fails with its error; Ctrl-C stops every worker, which give up their claims.
+  the command fails with its error; Ctrl-C or SIGTERM stops every worker, which give up their claims.
 - ``engine="submitit"``: ``workers`` jobs through `submitit <https://github.com/facebookincubator/submitit>`_
   (SLURM, or its local executor where there is no cluster: ``cluster="local"``). Jobs are checkpointable: a job
   preempted or timed out is requeued by submitit and resumes its run. The output directory and the reference cache
@@ -149,6 +149,8 @@ def _local(work, config: Parallel, progress) -> None:
 
     procs = {i: start(i) for i in range(config.workers)}
     respawned = 0
+    # SIGTERM to this process (a `kill`, a scheduler's timeout) stops the workers too, as Ctrl-C does
+    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     try:
         while procs:
             multiprocessing.connection.wait([p.sentinel for p in procs.values()], timeout=1.0)
@@ -174,6 +176,7 @@ def _local(work, config: Parallel, progress) -> None:
                 raise lc.CompressionError(f"worker {i} {why}; the runs finished so far are kept: the same command "
                                           "resumes the rest")
     finally:
+        signal.signal(signal.SIGTERM, previous)
         _stop(procs.values())
 
 

@@ -11,8 +11,9 @@ from ._steps import Additive
 from .compression import (AdaptiveQuantization, AffineQuantization, BinaryQuantization, ChannelPenaltyL0,
                           ChannelPenaltyL21, ChannelPruning, Compression,
                           ConstraintL0Pruning, ConstraintL1Pruning, LowRank, PenaltyL0Pruning, PenaltyL1Pruning,
-                          PrunedQuantization, RankBudget, RankSelection, ScaledBinaryQuantization, ScaledTernaryQuantization, State)
-from .params import AsIs, AsVector, Param, View, match
+                          PrunedQuantization, RankBudget, RankSelection, ScaledBinaryQuantization, ScaledTernaryQuantization, State,
+                          NMPruning, WeightedAdaptiveQuantization, WeightedL0Pruning, WeightedNMPruning, WhitenedLowRank)
+from .params import AsGroups, AsIs, AsVector, Param, View, match
 from .structure import channel_tasks
 from . import measure
 from .export import export
@@ -24,7 +25,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Algorithm", "StepRecord", "geometric_mu", "KeepBest", "CompressionError",
-    "Param", "View", "AsVector", "AsIs", "match",
+    "Param", "View", "AsVector", "AsIs", "AsGroups", "match",
     "Compression", "State", "Additive",
     "Compressed", "save", "load", "nominal_bits", "export", "export_onnx", "measure",
     "ConstraintL0Pruning", "ConstraintL1Pruning", "PenaltyL0Pruning", "PenaltyL1Pruning",
@@ -32,4 +33,5 @@ __all__ = [
     "AffineQuantization", "PrunedQuantization",
     "LowRank", "RankSelection", "RankBudget", "ChannelPruning", "ChannelPenaltyL0", "ChannelPenaltyL21",
     "channel_tasks",
+    "NMPruning", "WeightedAdaptiveQuantization", "WeightedL0Pruning", "WeightedNMPruning", "WhitenedLowRank",
 ]

@@ -68,6 +68,22 @@ class _Probe:
                                    "Linear and Conv layers whose weight's first dimension is their output channels")
         return per_example // rows
 
+    def moments(self, who: str, full: bool) -> dict:
+        """{module name: :class:`lc._statistics.Moments` of its input} from one forward pass on ``example_input``,
+        found once (again once more if the full matrices are asked for after the diagonals)."""
+        if self.example_input is None:
+            raise CompressionError(f"{who} weighs its C step by its layer's inputs: pass lc.Algorithm(..., "
+                                   "example_input=x), with x a calibration batch the model accepts")
+        cached = getattr(self, "_moments", None)
+        if cached is None or (full and not cached[0]):
+            from ._statistics import input_moments
+            try:
+                self._moments = (full, input_moments(self.model, self.example_input, full))
+            except Exception as e:
+                raise CompressionError(f"{who}: running the model on example_input failed ({type(e).__name__}: "
+                                       f"{e}); give a calibration batch the model accepts") from e
+        return self._moments[1]
+
 
 @dataclass(frozen=True)
 class Context:
@@ -82,6 +98,21 @@ class Context:
         """Output positions per example of the layer that owns the task's first tensor: 1 for a Linear layer on
         (batch, features), H_out·W_out for a Conv2d, summed over the calls of the forward pass."""
         return self.probe.output_positions(self.param_names[0], self.shapes[0][0], who)
+
+    def input_moments(self, who: str, full: bool = False) -> list:
+        """Per tensor of the task, ``(axis, moments)``: the axis of the tensor that its layer's input multiplies and
+        the :class:`lc._statistics.Moments` of that input over ``example_input`` (the calibration batch), the full
+        matrix x xᵀ too if ``full``. A tensor that is no linear layer's weight, or a layer the model does not call
+        on ``example_input``, is a :class:`lc.CompressionError`."""
+        from ._statistics import layer_of
+        moments, out = self.probe.moments(who, full), []
+        for name in self.param_names:
+            module, axis = layer_of(self.probe.model, name)
+            if module not in moments:
+                raise CompressionError(f"{who} on {name!r}: the model never calls the layer {module!r} on "
+                                       "example_input, so its inputs are unknown")
+            out.append((axis, moments[module]))
+        return out
 
     def channel_structure(self, who: str, cost: str):
         """The task's tensors as rows grouped by channel (for structured pruning): every group that has a row in

@@ -10,7 +10,7 @@ import torch
 from ._codec import Registered
 from ._errors import CompressionError
 
-__all__ = ["Param", "View", "AsVector", "AsIs", "match"]
+__all__ = ["Param", "View", "AsVector", "AsIs", "AsGroups", "match"]
 
 
 class Param:
@@ -193,3 +193,40 @@ class AsIs(View):
             return [x.reshape(s)]
         o, i, kh, kw = s
         return [x.reshape(o, kh, i, kw).permute(0, 2, 1, 3).contiguous()]
+
+
+@dataclass(frozen=True)
+class AsGroups(View):
+    """One weight matrix as groups of ``size`` consecutive weights along its input axis, one group a row: a matrix
+    of (weights / size) rows × ``size``. A per-row compression then gives every group its own scale or codebook
+    (``AffineQuantization(bits, per_channel=True)``: group-wise integer grids, as GPTQ's and AWQ's group size 128;
+    ``AdaptiveQuantization(k, per_channel=True)``: a codebook per group), every one counted in the state's bits;
+    ``NMPruning(2, 4)`` on ``AsGroups(4)`` is 2:4 sparsity along the input.
+
+    ``axis``: the input axis of the weight, 1 for ``nn.Linear`` (out, in) (the default), 0 for ``transformers``'
+    ``Conv1D`` (in, out). The input dimension must be a multiple of ``size``."""
+
+    size: int
+    axis: int = 1
+
+    def check(self, shapes):
+        if len(shapes) != 1 or len(shapes[0]) != 2:
+            raise CompressionError(f"{self!r} views one weight matrix, got tensors of shapes "
+                                   f"{[tuple(s) for s in shapes]}; use one Param per matrix")
+        if self.axis not in (0, 1) or not (isinstance(self.size, int) and self.size >= 1):
+            raise CompressionError(f"{self!r}: axis must be 0 or 1 (the weight's input axis) and size an integer ≥ 1")
+        if shapes[0][self.axis] % self.size:
+            raise CompressionError(f"{self!r} on a weight of shape {tuple(shapes[0])}: its input dimension "
+                                   f"{shapes[0][self.axis]} is not a multiple of the group size {self.size}")
+
+    def shape(self, shapes):
+        (s,) = shapes
+        return torch.Size([math.prod(s) // self.size, self.size])
+
+    def flatten(self, tensors):
+        (t,) = tensors
+        return (t if self.axis == 1 else t.T).reshape(-1, self.size)
+
+    def unflatten(self, x, shapes):
+        (s,) = shapes
+        return [x.reshape(s)] if self.axis == 1 else [x.reshape(s[1], s[0]).T.contiguous()]

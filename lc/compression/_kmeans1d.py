@@ -289,10 +289,18 @@ def _summary_edges(x: torch.Tensor, p: _Prefix, b: int) -> torch.Tensor:
     return torch.unique(torch.cat([by_count.clamp(0, d), by_value.clamp(0, d), by_count.new_tensor([0, d])]))
 
 
-def _distinct(w: torch.Tensor, k: int) -> tuple[torch.Tensor, _Prefix | None]:
+def _distinct(w: torch.Tensor, k: int, weights: torch.Tensor | None = None) -> tuple[torch.Tensor, _Prefix | None]:
     """The sorted distinct values of ``w`` and their prefix sums (None if there are at most k of them). The counts
     of repeated values go straight into the buffer that becomes their prefix sums: about 28 bytes a value at the
-    peak (sorted values, counts, three prefix sums), not 36."""
+    peak (sorted values, counts, three prefix sums), not 36. With ``weights`` (one > 0 per value of w) the
+    multiplicity of a distinct value is the sum of its weights."""
+    if weights is not None:
+        x, order = torch.sort(w.reshape(-1))
+        x, inverse = torch.unique_consecutive(x, return_inverse=True)
+        n = torch.zeros(x.numel() + 1, dtype=torch.float64, device=x.device)
+        n[1:].index_add_(0, inverse, weights.reshape(-1)[order].to(torch.float64))
+        del order, inverse
+        return (x, None) if x.numel() <= k else (x, _Prefix.of(x, n, float(x[x.numel() // 2])))
     x, n = sorted_values(w.reshape(-1)), None
     if bool((x[1:] == x[:-1]).any()):
         x, counts = torch.unique_consecutive(x, return_counts=True)
@@ -305,13 +313,16 @@ def _distinct(w: torch.Tensor, k: int) -> tuple[torch.Tensor, _Prefix | None]:
     return x, _Prefix.of(x, n, float(x[x.numel() // 2]))     # centring the sums loses less to cancellation
 
 
-def kmeans(w: torch.Tensor, k: int, init: torch.Tensor | None = None, exact: bool = False) -> torch.Tensor:
+def kmeans(w: torch.Tensor, k: int, init: torch.Tensor | None = None, exact: bool = False,
+           weights: torch.Tensor | None = None) -> torch.Tensor:
     """The centroids (sorted, float64, on w's device) of the optimal 1-D k-means of the values of ``w``.
 
     With d ≤ k distinct values the answer is those d values (zero distortion, d clusters: none empty). ``init``
     (a previous codebook) is an extra starting point of the fast path; ``exact=True`` runs :func:`dp` on all the
-    distinct values."""
-    x, p = _distinct(w, k)
+    distinct values. ``weights`` (w's shape, every one > 0): weighted k-means, min Σ_i d_i (w_i − c_{z_i})²; the
+    optimal clusters are still contiguous runs of the sorted values, and every step above holds with the weights
+    as multiplicities (centroids are weighted means; a value still goes to its nearest centroid)."""
+    x, p = _distinct(w, k, weights)
     if p is None:
         return x.to(torch.float64)
     shift = p.shift

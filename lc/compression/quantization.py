@@ -71,7 +71,10 @@ class AdaptiveQuantization(Compression):
         if self.per_channel and w.dim() >= 2:
             return self._compress_rows(w, previous)
         init = previous.tensors.get("codebook") if previous is not None else None
-        centroids = kmeans(w.detach(), int(self.k), init=init, exact=self.exact)
+        return self._state(w, kmeans(w.detach(), int(self.k), init=init, exact=self.exact))
+
+    def _state(self, w, centroids):
+        """Θ of the sorted ``centroids`` (float64): the codebook rounded to float32, each weight's nearest entry."""
         check_finite(centroids, repr(self))                 # a NaN or inf weight makes a centroid NaN or inf
         codebook = round_f32(centroids, w.dtype)
         # nearest stored entry: never worse than the clusters the solver found, given float32 rounding
@@ -85,8 +88,14 @@ class AdaptiveQuantization(Compression):
     def _compress_rows(self, w, previous):
         x = w.detach().reshape(w.shape[0], -1)
         init = previous.tensors.get("codebook") if previous is not None else None
-        codebook = round_f32(kmeans_rows(x, int(self.k), init=init if init is not None and init.dim() == 2 else None,
-                                         exact=self.exact), w.dtype)
+        return self._rows_state(w, kmeans_rows(x, int(self.k), exact=self.exact,
+                                               init=init if init is not None and init.dim() == 2 else None))
+
+    def _rows_state(self, w, centroids):
+        """Θ of one codebook per row (``centroids`` (rows, d), sorted per row): rounded to float32, each weight's
+        nearest entry of its row's codebook."""
+        x = w.detach().reshape(w.shape[0], -1)
+        codebook = round_f32(centroids, w.dtype)
         check_finite(codebook, repr(self))
         # nearest stored entry per row (a repeated entry is never chosen over its equal: same value either way)
         mid = (codebook[:, 1:] + codebook[:, :-1]) / 2

@@ -103,3 +103,29 @@ def test_bad_settings_are_refused_before_any_training(tmp_path, flags, message):
     with pytest.raises(lc.CompressionError, match=message):
         tradeoff.run_sweep(_config(tmp_path / "out", tmp_path / "cache", *flags))
     assert not (tmp_path / "cache").exists() or not list((tmp_path / "cache").iterdir())   # nothing trained
+
+
+def test_sigterm_to_the_command_stops_its_workers_and_frees_their_claims(tmp_path, cache):
+    import subprocess
+    import sys
+    root = Path(__file__).resolve().parents[2]
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "experiments.tradeoff", *VALUES, *TINY, "--steps", "40", "--epochs-per-step", "4",
+           "--workers", "2", "--out", str(out), "--cache-dir", str(cache)]
+    proc = subprocess.Popen(cmd, cwd=root, env={**os.environ, "PYTHONPATH": str(root)}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline, owners = time.time() + 120, []
+    while time.time() < deadline and not owners:
+        for claim in (out / "claims").glob("*") if (out / "claims").exists() else ():
+            try:
+                owners.append(json.loads(claim.read_text())["pid"])
+            except (OSError, ValueError):
+                pass
+        time.sleep(0.05)
+    assert owners, "no run was claimed"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) != 0
+    assert not list((out / "claims").iterdir())                 # given back
+    for pid in owners:                                          # and the workers are gone
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)

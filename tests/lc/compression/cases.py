@@ -140,3 +140,25 @@ CASES += [
     Case(lc.ChannelPenaltyL0(alpha=0.5, cost="count"), (10, 3), whole_rows),
     Case(lc.ChannelPenaltyL21(alpha=0.3, cost="count"), (10, 3), whole_rows, idempotent=False),
 ]
+
+
+def _positive(shape, seed=0):
+    """Fixed weights > 0 for the data-weighted C steps (what a calibration batch gives them through bind)."""
+    return 0.1 + torch.rand(shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
+def at_most_n_of_m(n, m):
+    return lambda x: bool(((x.reshape(-1, m) != 0).sum(1) <= n).all())
+
+
+_MOMENTS = (lambda a: a @ a.T / 10)(torch.randn(8, 10, generator=torch.Generator().manual_seed(1), dtype=torch.float64))
+
+CASES += [
+    Case(lc.WeightedAdaptiveQuantization(k=4).weighted_by(_positive((50,))), (50,), distinct_at_most(4)),
+    Case(lc.WeightedAdaptiveQuantization(k=3, per_channel=True).weighted_by(_positive((6, 10))), (6, 10),
+         distinct_per_row_at_most(3)),
+    Case(lc.WeightedL0Pruning(kappa=7).weighted_by(_positive((12, 5))), (12, 5), nnz_at_most(7)),
+    Case(lc.NMPruning(n=2, m=4), (6, 8), at_most_n_of_m(2, 4)),
+    Case(lc.WeightedNMPruning(n=1, m=4).weighted_by(_positive((6, 8))), (6, 8), at_most_n_of_m(1, 4)),
+    Case(lc.WhitenedLowRank(target_rank=3).whitened_by(_MOMENTS), (12, 8), rank_at_most(3)),
+]

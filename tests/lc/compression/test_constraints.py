@@ -123,7 +123,8 @@ def test_every_lc_compression_is_listed():
     assert {c.__name__ for c in COMPRESSIONS} == {
         "ConstraintL0Pruning", "ConstraintL1Pruning", "PenaltyL0Pruning", "PenaltyL1Pruning", "AdaptiveQuantization",
         "BinaryQuantization", "ScaledBinaryQuantization", "ScaledTernaryQuantization", "AffineQuantization",
-        "PrunedQuantization", "LowRank", "RankSelection", "ChannelPruning", "ChannelPenaltyL0", "ChannelPenaltyL21"}
+        "PrunedQuantization", "LowRank", "RankSelection", "ChannelPruning", "ChannelPenaltyL0", "ChannelPenaltyL21",
+        "NMPruning", "WeightedAdaptiveQuantization", "WeightedL0Pruning", "WeightedNMPruning", "WhitenedLowRank"}
 
 
 @pytest.mark.parametrize("make,shape", [
