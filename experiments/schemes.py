@@ -26,6 +26,8 @@ import lc
 from lc import AsIs, AsVector
 from tasks.adapter import compression_tasks, weight_names
 
+from . import structured
+
 __all__ = ["Family", "Scheme", "FAMILIES", "RENAMED", "family", "parse_scheme", "rank_of", "kappa_of", "quantized"]
 
 
@@ -44,6 +46,8 @@ class Family:
     penalty: bool = False                   # a penalty form (α-valued): its path depends on where it starts (μ₁
                                             # or μ → 0⁺, lc.Algorithm's direct_mu), so a sweep may run both starts
     at_least: float | None = None           # the smallest value that means something (a target ratio: 1)
+    structured: bool = False                # whole channels removed: build(model, value, example) makes the tasks,
+                                            # and a run is exported with its zero channels removed
     method: str = "lc"                      # the rows' method: "lc", or the baseline's (experiments.baselines)
     kind: str = ""                          # the compression type, one colour on the plots (default: the name)
     run: Callable[..., Any] | None = None   # a baseline: run(job, value) → experiments.baselines.Outcome,
@@ -62,10 +66,17 @@ class Family:
                 f"{self.name}={value!r}: the {self.parameter} must be ≥ {self.at_least:g}"
                 + (f"; the family valued by α is {alpha.name}" if alpha is not None else ""))
 
-    def tasks(self, model: nn.Module, value, build_tasks: Callable[..., dict] = compression_tasks) -> dict:
+    def tasks(self, model: nn.Module, value, build_tasks: Callable[..., dict] = compression_tasks,
+              example=None) -> dict:
         """``compression_tasks`` of this family at ``value`` for ``model`` (weights named by string, so that it
         applies to any copy of the model), built by ``build_tasks(model, make, joint=…, names=…)`` (an adapter's
-        ``compression_tasks``; default :func:`tasks.adapter.compression_tasks`)."""
+        ``compression_tasks``; default :func:`tasks.adapter.compression_tasks`); a structured family's from the
+        model's graph on ``example`` (an input batch)."""
+        if self.structured:
+            if example is None:
+                raise lc.CompressionError(f"family {self.name} finds the model's channels from an input batch: "
+                                          "give example=")
+            return self.build(model, value, example)
         if self.build is not None:
             return self.build(model, value)
         return build_tasks(model, lambda shapes: self.make(value, shapes), joint=self.joint,
@@ -202,6 +213,11 @@ FAMILIES: dict[str, Family] = {f.name: f for f in [
                               (AsVector, lc.ConstraintL0Pruning(kappa=kappa_of(f, shapes)))],
            description="additive, the Q-network study's order of the terms: each tensor quantized (k=2) plus a "
                        "sparse correction of a fraction of its weights"),
+    Family("channels", "kept fraction", (0.75, 0.5, 0.35), build=structured.by_count, structured=True,
+           description="whole channels (filters, neurons) of all layers together: keep a fraction of them"),
+    Family("channels-flops", "FLOPs reduction", (1.5, 2, 4), build=structured.by_flops, structured=True,
+           at_least=1, description="whole channels of all layers together, chosen so that their producers keep "
+                                   "1/value of their multiply-adds (lc.ChannelPruning, cost flops)"),
     Family("lowrank+sparse", "kept fraction", (0.01, 0.02),
            lambda f, shapes: [(AsIs, lc.LowRank(target_rank=rank_of(0.05, _one(shapes), rounding="round"))),
                               (AsVector, lc.ConstraintL0Pruning(kappa=kappa_of(f, shapes)))], mu0=1e-3,

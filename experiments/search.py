@@ -112,7 +112,8 @@ class _Objective:
         if row is None:                         # another live worker is doing this very run
             raise optuna.TrialPruned(f"{fam.name}={value} is being done by another worker")
         trial.set_user_attr("run_id", row["run_id"])
-        second = row["ratio"] if self.config.objective == "ratio" else row["flops"]
+        second = row["ratio"] if self.config.objective == "ratio" else \
+            row["flops_exported"] if row.get("channels") else row["flops"]   # structured: the smaller model's
         if row.get("validation_error") is None or second is None:
             return float("nan")                 # a diverged run: a failed trial
         return row["validation_error"], second
@@ -187,7 +188,7 @@ def _report(config: Config, study) -> list[dict]:
     write_text_atomic(Path(config.out) / "front.csv", csv_text(front, FRONT), what="the front")
     _plot(config, trials, front, Path(config.out) / "search.png")
     from .plot import plot_rows
-    plot_rows(list(rows.values()), Path(config.out) / "tradeoff.png")
+    plot_rows(list(rows.values()), Path(config.out) / "tradeoff.png", x=config.objective)
     return front
 
 

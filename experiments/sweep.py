@@ -11,7 +11,9 @@ Writes to ``out`` (see :mod:`experiments.runs`, which lets several processes sha
 (``checkpoints/<run_id>/``, removed once its row is written). A killed sweep resumes where it stopped.
 
 Every row says what the run chose (``chosen``: per compressed weight, the nonzeros kept, the rank, the codebook
-size) and warns (``warning``, and a logged WARNING) when a run ends uncompressed or at the adapter's chance level.
+size; ``channels``: per layer, the channels a structured family kept) and warns (``warning``, and a logged WARNING)
+when a run ends uncompressed or at the adapter's chance level. ``flops_exported`` counts the multiply-adds of the
+exported model (a structured family's with its zero channels removed).
 """
 from __future__ import annotations
 
@@ -37,7 +39,9 @@ from .progress import bar
 from .baselines.common import Diverged, Job, Outcome, counting, nominal_ratio, train_size
 from .parallel import Parallel
 from .runs import RunStore
+from .plot import X_AXES, plot_rows
 from .schemes import FAMILIES, RENAMED, Family, family
+from .structured import kept_channels
 
 __all__ = ["Sweep", "run", "run_one", "reference", "columns", "chosen", "DEFAULT_FAMILIES", "LATENCY", "STARTS", "UNCOMPRESSED"]
 
@@ -55,9 +59,9 @@ def columns(evaluation: tuple[str, ...], metric: str, validation: tuple[str, ...
     validation, where it has one, the keys ``validation``)."""
     return ("run_id", "task", "split", "family", "scheme", "parameter", "value", "start", "method", "kind",
             *(f"test_{k}" for k in evaluation), "ratio", "bits", "realised_ratio", "file_bytes", "flops",
-            f"reference_{metric}", "higher_is_better", "reference_flops", "steps", "epochs", "budget", "wall_time",
-            "l_time", "c_time", "mu0", "mu_multiplier", "seed", *LATENCY, "warning", "chosen",
-            *(f"validation_{k}" for k in validation))
+            "flops_exported", f"reference_{metric}", "higher_is_better", "reference_flops", "steps", "epochs",
+            "budget", "wall_time", "l_time", "c_time", "mu0", "mu_multiplier", "seed", *LATENCY, "warning", "chosen",
+            "channels", *(f"validation_{k}" for k in validation))
 
 
 @dataclass
@@ -90,6 +94,8 @@ class Sweep(Parallel):
     budget: float = option(1.0, "the training budget of the baselines that train (experiments.baselines), as a "
                                 "fraction of the LC run's: they call the task's L step round(budget · steps) times "
                                 "(1: the same optimizer, schedule, batches and epochs as LC; 0.25: a cheaper one)")
+    x_axis: str = option("ratio", "x axis of tradeoff.png: ratio (nominal compression ratio) or flops (FLOPs "
+                                  "reduction: the dense multiply-adds over the exported model's)", choices=X_AXES)
 
     def fields(self, task: Adapter) -> dict:
         """What the results depend on (not where they go, nor how they are shown)."""
@@ -168,8 +174,7 @@ def run(task: Adapter, config: Sweep, *, plot: bool = True) -> list[dict]:
                  config.out, skipped)
     rows = store.rows()
     if plot:
-        from .plot import plot_rows
-        plot_rows(rows, Path(config.out) / "tradeoff.png")
+        plot_rows(rows, Path(config.out) / "tradeoff.png", x=config.x_axis)
     return rows
 
 
@@ -226,8 +231,7 @@ def _in_workers(task: Adapter, config: Sweep, store: RunStore, total: int, plot:
         progress.close()
     rows = store.sync()
     if plot:
-        from .plot import plot_rows
-        plot_rows(rows, Path(config.out) / "tradeoff.png")
+        plot_rows(rows, Path(config.out) / "tradeoff.png", x=config.x_axis)
     return rows
 
 
@@ -257,7 +261,8 @@ class _Worker:
 def _one_run(config: Sweep, task: Adapter, ref: _Reference, fam: Family, value, start: str, run_id: str) -> dict:
     net = copy.deepcopy(ref.model)
     torch.manual_seed(task.seed)
-    tasks = fam.tasks(net, value, task.compression_tasks)
+    shape = tuple(task.example_input(1).shape[1:])
+    tasks = fam.tasks(net, value, task.compression_tasks, example=task.example_input(1))
     mu0 = config.mu0_of(fam)
     steps = bar(total=config.steps + 1, desc=f"  {fam.name} {value}" + (" from μ→0" if start == "zero" else ""),
                 enabled=config.progress, leave=False)
@@ -282,18 +287,23 @@ def _one_run(config: Sweep, task: Adapter, ref: _Reference, fam: Family, value, 
     wall = time.perf_counter() - t
     steps.close()
     last = history[-1]
-    shape = tuple(task.example_input(1).shape[1:])
+    exported = None
     if diverged is None:
         artifact = Path(config.out) / "artifacts" / f"{run_id}.lc"
         artifact.parent.mkdir(parents=True, exist_ok=True)
         file_bytes = lc.save(artifact, net, algorithm, overwrite=True)    # an unfinished run's file, if any, is ours
+        exported = lc.export(net, algorithm, channels=fam.structured, example=task.example_input(1)) \
+            if config.latency or fam.structured else None
         evaluation = last.evaluation
         sizes = {"file_bytes": file_bytes, "realised_ratio": lc.storage.realised_ratio(net, file_bytes),
-                 "flops": flops(net, shape), **_latency(config, shape, ref, net, algorithm)}
+                 "flops": flops(net, shape),
+                 "flops_exported": lc.measure.flops(exported, task.example_input(1)) if exported is not None else None,
+                 **_latency(config, shape, ref, exported)}
     else:                                     # the diverged weights, at chance; no artifact
         evaluation = task.evaluate(net)
         last = SimpleNamespace(ratio=last.ratio, bits=last.bits, step=last.step, evaluation=evaluation)
-        sizes = {"file_bytes": None, "realised_ratio": None, "flops": None, **dict.fromkeys(LATENCY)}
+        sizes = {"file_bytes": None, "realised_ratio": None, "flops": None, "flops_exported": None,
+                 **dict.fromkeys(LATENCY)}
     row = {"run_id": run_id, "task": task.name, "split": task.split, "family": fam.name,
            "scheme": _describe(fam, tasks), "parameter": fam.parameter, "value": value, "start": start,
            "method": fam.method, "kind": fam.type,
@@ -306,7 +316,8 @@ def _one_run(config: Sweep, task: Adapter, ref: _Reference, fam: Family, value, 
     warnings = _warnings(task, last) + ([f"diverged after LC step {last.step}: {diverged}"] if diverged else [])
     for w in warnings:
         log.warning("%s %s=%s%s: %s", fam.name, fam.parameter, value, " (from μ→0)" if start == "zero" else "", w)
-    row.update(warning="; ".join(warnings) or None, chosen=chosen(algorithm))
+    row.update(warning="; ".join(warnings) or None, chosen=chosen(algorithm),
+               channels=kept_channels(ref.model, exported) if exported is not None and fam.structured else None)
     shutil.rmtree(Path(config.out) / "checkpoints" / run_id, ignore_errors=True)
     return row
 
@@ -346,8 +357,9 @@ def _baseline_run(config: Sweep, task: Adapter, ref: _Reference, fam: Family, va
         artifact = Path(config.out) / "artifacts" / f"{run_id}.lc"
         artifact.parent.mkdir(parents=True, exist_ok=True)
         file_bytes = lc.save(artifact, net, compressed, overwrite=True)
+        exported = lc.export(net, compressed) if config.latency else None
         sizes = {"file_bytes": file_bytes, "realised_ratio": lc.storage.realised_ratio(ref.model, file_bytes),
-                 "flops": flops(net, shape), **_latency(config, shape, ref, net, compressed)}
+                 "flops": flops(net, shape), **_latency(config, shape, ref, exported)}
     else:                                     # the ratio its structure has; no artifact of non-finite weights
         planned = copy.deepcopy(ref.model)
         structure = fam.tasks(planned, value)
@@ -412,14 +424,13 @@ def _choice(state: lc.State) -> dict:
     return what
 
 
-def _latency(config: Sweep, shape, ref: _Reference, net, algorithm) -> dict:
+def _latency(config: Sweep, shape, ref: _Reference, exported) -> dict:
     """Measured: median forward time of the exported compressed model, of the dense reference put through the same
     export (``lc.Compressed.none()``: batch norms folded, channels-last, as the compressed model gets them) and of
     the reference itself, timed round-robin in one process (so both speedups are against baselines measured in the
     same run, under the same load). Neither export is micro-batched (``lc.export``'s default)."""
     if not config.latency:
         return dict.fromkeys(LATENCY)
-    exported = lc.export(net, algorithm)
     t = lc.measure.timings({"reference": copy.deepcopy(ref.model), "dense": ref.dense_export, "exported": exported},
                            shape, (1, 256), repeats=20, threads=max(config.threads, 1))
     ms = {b: 1e3 * t["exported"][b].wall for b in (1, 256)}

@@ -74,9 +74,10 @@ def _main(argv=None) -> int:
     for r in sorted(rows, key=lambda r: (r["family"], r.get("start") or "", r["ratio"])):
         family = r["family"] + (" (μ→0)" if r.get("start") == "zero" else "")
         speedup = r.get("speedup_b256_vs_dense_exported")
-        realised, mflops = r["realised_ratio"], r["flops"]        # None for a run that diverged (no artifact)
+        realised = r["realised_ratio"]                                # None for a run that diverged (no artifact)
+        flops = r["flops_exported"] if r.get("channels") else r["flops"]      # structured: the smaller model's
         print(f"{family:<22} {r['parameter']:<16} {r['value']!s:>8} {100 * r['test_error']:8.2f} "
-              f"{r['ratio']:8.1f} {_number(realised):8.1f} {_number(mflops) / 1e6:8.3f} "
+              f"{r['ratio']:8.1f} {_number(realised):8.1f} {_number(flops) / 1e6:8.3f} "
               f"{r['wall_time']:7.1f} "
               + (f"{speedup:8.2f}" if speedup else f"{'-':>8}") + (f"  {r['warning']}" if r.get("warning") else ""))
     if rows:

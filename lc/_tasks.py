@@ -134,7 +134,10 @@ class Context:
         layout = tuple((math.prod(s), s[0] if len(s) else 1) for s in self.shapes)
         row_group = np.concatenate([[index.get(int(g), -1) for g in graph.row_group[n]] for n in self.param_names])
         costs = np.array([graph.groups[g].cost[cost] for g in used], dtype=np.int64)
-        return _Structure(layout, row_group.astype(np.int64), costs)
+        layers = [tuple(sorted(graph.groups[g].layers)) for g in used]
+        ids = {key: i for i, key in enumerate(dict.fromkeys(layers))}
+        classes = np.array([ids[key] for key in layers], dtype=np.int64)
+        return _Structure(layout, row_group.astype(np.int64), costs, classes)
 
 
 @dataclass(eq=False)

@@ -14,7 +14,10 @@ producers' multiply-adds per example):
   its m largest v_g, and a dynamic programme over the classes and the budget in units of u (the gcd of the costs)
   is exact: O(Σ_classes n_class · B/u) time, O(classes · B/u) memory. If B/u exceeds ``MAX_UNITS`` the costs are
   rounded up to coarser units: the budget still holds, the solution is then optimal for the rounded costs only
-  (``meta["exact"]`` False).
+  (``meta["exact"]`` False). With ``allocation="uniform"`` the budget is not allocated across layers but fixed per
+  *layer class* (the groups produced by the same layers: one layer's channels, or the channels a residual
+  addition couples across layers): max Σ_{g kept} v_g s.t. class L keeps at most ⌊keep · n_L⌋ of its n_L groups —
+  its ⌊keep · n_L⌋ largest v_g, O(N log N). The groups of a class share one cost, so the budget holds too.
 - :class:`ChannelPenaltyL0`: min α Σ_{g kept} c_g + μ/2 ‖w − θ‖²: keep g iff μ/2 v_g > α c_g (hard threshold).
 - :class:`ChannelPenaltyL21`: min α Σ_g c_g ‖θ_g‖ + μ/2 ‖w − θ‖²: θ_g = w_g · max(0, 1 − α c_g / (μ ‖w_g‖)) (group
   soft threshold; not a projection: kept groups shrink).
@@ -37,20 +40,23 @@ from ._base import Compression, State
 from ._constraints import Options, Real
 from ._primitives import value_bits
 
-__all__ = ["ChannelPruning", "ChannelPenaltyL0", "ChannelPenaltyL21", "knapsack", "MAX_UNITS"]
+__all__ = ["ChannelPruning", "ChannelPenaltyL0", "ChannelPenaltyL21", "knapsack", "uniform", "MAX_UNITS"]
 
 COSTS = ("count", "params", "flops")
+ALLOCATIONS = ("global", "uniform")
 MAX_UNITS = 2_000_000
 
 
 @dataclass(frozen=True)
 class _Structure:
     """Rows of the flat input and their groups: ``layout`` (values, rows) per tensor; ``row_group`` the group of each
-    row (−1: always kept); ``costs`` per group."""
+    row (−1: always kept); ``costs`` per group; ``classes`` the layer class of each group (groups produced by the same
+    layers; None: one class)."""
 
     layout: tuple[tuple[int, int], ...]
     row_group: np.ndarray
     costs: np.ndarray
+    classes: np.ndarray | None = None
 
 
 def knapsack(values: np.ndarray, costs: np.ndarray, budget: int) -> tuple[np.ndarray, bool]:
@@ -91,6 +97,17 @@ def knapsack(values: np.ndarray, costs: np.ndarray, budget: int) -> tuple[np.nda
         keep[ix[:m]] = True
         b -= m * units
     return keep, exact
+
+
+def uniform(values: np.ndarray, classes: np.ndarray, keep: float) -> np.ndarray:
+    """The subset of items maximising Σ values with at most ⌊keep · n_L⌋ items of each class L (n_L its items): the
+    ⌊keep · n_L⌋ largest values of every class, a boolean mask."""
+    mask = np.zeros(len(values), dtype=bool)
+    for c in np.unique(classes):
+        ix = np.flatnonzero(classes == c)
+        m = math.floor(keep * len(ix) + 1e-9)
+        mask[ix[np.argsort(-values[ix], kind="stable")[:m]]] = True
+    return mask
 
 
 class _Channels(Compression):
@@ -162,19 +179,29 @@ class _Channels(Compression):
 @dataclass(frozen=True)
 class ChannelPruning(_Channels):
     """Solves max Σ_{g kept} ‖w_g‖² s.t. Σ_{g kept} c_g ≤ keep · Σ_g c_g over the channel groups: the exact knapsack of
-    this module's docstring (whole channels kept or zeroed; the budget allocated across layers by the solution)."""
+    this module's docstring (whole channels kept or zeroed; the budget allocated across layers by the solution).
+    ``allocation="uniform"``: s.t. each layer class keeps at most ⌊keep · n_L⌋ of its n_L groups instead (the same
+    fraction of every layer; the largest ‖w_g‖² of each class), the baseline the global allocation is measured
+    against."""
 
     keep: float
     cost: str = "flops"
+    allocation: str = "global"
     _bound: object = field(default=None, init=False, repr=False, compare=False)
     constraints = {"keep": (Real(0, 1), "is the fraction of the groups' total cost that may be kept"),
-                   **_Channels.constraints}
+                   **_Channels.constraints,
+                   "allocation": (Options(ALLOCATIONS), "is how the budget is shared among layers: by the exact "
+                                                        "knapsack (global), or the same fraction per layer class")}
 
     def compress(self, w, mu, previous=None):
         structure = self._structure(w)
         row_of, g, v = self._groups(w, structure)
         budget = math.floor(float(self.keep) * int(structure.costs.sum()) + 1e-9)
-        keep, exact = knapsack(v.cpu().numpy(), structure.costs, budget)
+        if self.allocation == "uniform":
+            classes = structure.classes if structure.classes is not None else np.zeros(len(structure.costs), int)
+            keep, exact = uniform(v.cpu().numpy(), classes, float(self.keep)), True
+        else:
+            keep, exact = knapsack(v.cpu().numpy(), structure.costs, budget)
         kept = torch.as_tensor(keep, device=w.device)
         return self._compress(w, kept, structure, row_of, g, exact=exact,
                               cost_kept=int(structure.costs[keep].sum()), cost_total=int(structure.costs.sum()))

@@ -8,15 +8,16 @@ measured on this project's CPU, see ``docs/artifacts.md``):
 2. :func:`replace_layers`: a task that is one compression on the ``weight`` of a layer is handed to the export
    handler registered for that compression's type (:func:`register`): **low rank** (:mod:`lc.export.lowrank`) →
    two layers where that lowers the multiply-adds. Layers without a handler stay dense, holding Δ(Θ).
-3. :func:`sparse_linears`: **pruned** ``nn.Linear`` layers (any weight with density ≤ ``max_sparse_density``):
+3. :func:`remove_dead_channels` (``channels=True``, with an ``example`` input): every channel whose producing
+   rows are all zero in Δ(Θ) (``lc.ChannelPruning`` and its penalty forms zero whole channels; any compression
+   may) is removed from every layer that produces, normalises or consumes it (:func:`lc.structure.remove_channels`:
+   residual connections, channel padding and concatenation included); the result is a ``torch.fx.GraphModule``.
+   Before the sparse layers, which are chosen on what remains (a CSR layer produces no removable channel).
+3b. :func:`sparse_linears`: **pruned** ``nn.Linear`` layers (any weight with density ≤ ``max_sparse_density``):
    dense with zeros, or a CSR sparse kernel where a measurement shows it faster: ``sparse="measure"`` times both
    on the layer itself at ``batch_size`` (CPU time, threads as set) and keeps CSR only if it is at least 10 %
    faster; ``"never"``/``"always"``. Only float32 and float64 layers (torch's CSR kernel runs no half types on the
    CPU). Pruned convolutions stay dense with zeros (torch has no sparse conv kernel on CPU).
-3b. :func:`remove_dead_channels` (``channels=True``, with an ``example`` input): every channel whose producing
-   rows are all zero in Δ(Θ) (``lc.ChannelPruning`` and its penalty forms zero whole channels; any compression
-   may) is removed from every layer that produces, normalises or consumes it (:func:`lc.structure.remove_channels`:
-   residual connections, channel padding and concatenation included); the result is a ``torch.fx.GraphModule``.
 4. :func:`fold_batch_norms`: batch norms (eval mode) folded into the conv or linear layer before them
    (``torch.fx``; a model that cannot be traced keeps them).
 5. :func:`channels_last`: convolutions run channels-last (NHWC weights), measured faster for dense and
@@ -148,7 +149,7 @@ def micro_batches(model: nn.Module, ctx: Context) -> nn.Module:
 
 
 PASSES: tuple[Callable[[nn.Module, Context], nn.Module], ...] = (
-    apply_deltas, replace_layers, sparse_linears, remove_dead_channels, fold_batch_norms, channels_last, micro_batches)
+    apply_deltas, replace_layers, remove_dead_channels, sparse_linears, fold_batch_norms, channels_last, micro_batches)
 
 
 def export(model: nn.Module, compressed, *, sparse: str = "measure", batch_size: int = 256,

@@ -42,6 +42,23 @@ def test_the_plot_draws_both_starts_and_marks_the_clipped_points(tmp_path, monke
     assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_the_flops_axis_is_the_dense_over_the_exported_multiply_adds(tmp_path, monkeypatch):
+    rows = [dict(family="channels-flops", value=v, ratio=1.2, flops=900, flops_exported=f, reference_flops=1000,
+                 test_error=0.02, reference_error=0.0185, task="t", split="s", channels={"fc1": [3, 9]})
+            for v, f in [(2, 500), (4, 200)]]
+    rows.append(dict(rows[0], family="pruning", flops_exported=1000, flops=100, channels=None))    # the nominal
+    assert [plot.flops_reduction(r) for r in rows] == [2.0, 5.0, 10.0]
+    drawn = {}
+    real = plot.save_figure
+    monkeypatch.setattr(plot, "save_figure", lambda fig, path: drawn.update(fig=fig) or real(fig, path))
+    plot.plot_rows(rows, tmp_path / "p.png", x="flops")
+    ax = drawn["fig"].axes[0]
+    assert [list(line.get_xdata()) for line in ax.lines[:2]] == [[2.0, 5.0], [10.0]]
+    assert ax.get_xlabel().startswith("FLOPs reduction")
+    with pytest.raises(lc.CompressionError, match="choose among ratio, flops"):
+        plot.plot_rows(rows, tmp_path / "q.png", x="latency")
+
+
 def test_progress_without_a_terminal_is_plain_lines(capsys, monkeypatch):
     monkeypatch.setattr("sys.stderr.isatty", lambda: False, raising=False)
     runs = progress.bar(["a", "b"], desc="runs")

@@ -35,7 +35,9 @@ def test_every_family_builds_tasks_for_an_mlp():
         if fam.kind == "small":                  # a narrower network: no compression tasks on this one
             assert fam.tasks(net, fam.values[0]) == {}
             continue
-        tasks = fam.tasks(net, fam.values[0])
+        tasks = fam.tasks(net, fam.values[0], example=torch.randn(2, 8))
         assert tasks and all(isinstance(p, lc.Param) for p in tasks), name
     assert [p.targets for p in family("low-rank-hidden").tasks(net, 0.25)] == [("2.weight",)]
     assert len(family("pruning").tasks(net, 0.1)) == 1 and len(family("quantization").tasks(net, 2)) == 3
+    with pytest.raises(lc.CompressionError, match="channels-flops finds the model's channels from an input batch"):
+        family("channels-flops").tasks(net, 2)

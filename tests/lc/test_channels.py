@@ -66,6 +66,41 @@ def test_channel_pruning_on_a_matrix_keeps_whole_rows_within_the_budget_optimall
         assert float((d.double() ** 2).sum()) == pytest.approx(_rows_brute(w, per_row, budget), rel=1e-12)
 
 
+@pytest.mark.parametrize("seed", range(8))
+def test_the_uniform_allocation_is_exact_against_brute_force(seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(2, 11))
+    classes = rng.integers(0, 3, size=n)
+    values, keep = rng.exponential(size=n), float(rng.uniform(0, 1))
+    mask = channels.uniform(values, classes, keep)
+    quota = {c: math.floor(keep * int((classes == c).sum()) + 1e-9) for c in set(classes.tolist())}
+    best = max(sum(values[list(s)]) for r in range(n + 1) for s in itertools.combinations(range(n), r)
+               if all(sum(classes[i] == c for i in s) <= q for c, q in quota.items()))
+    assert all(int(mask[classes == c].sum()) == q for c, q in quota.items())
+    assert values[mask].sum() == pytest.approx(best)
+
+
+def test_the_uniform_allocation_keeps_the_same_fraction_of_every_layer_class():
+    torch.manual_seed(0)
+    model = CifarResNet(20).eval()
+    x = torch.randn(1, 3, 32, 32)
+    kept = {}
+    for allocation in ("uniform", "global"):
+        c = lc.Compressed.direct(model, lc.channel_tasks(model, lc.ChannelPruning(keep=0.5, allocation=allocation),
+                                                         x), example_input=x)
+        net = c.apply(copy.deepcopy(model))
+        graph = channel_groups(model, x)
+        params = dict(net.named_parameters())
+        classes = {}
+        for group in graph.groups:
+            alive = any(bool(params[n].detach()[j].any()) for n, j in group.members)
+            classes.setdefault(tuple(sorted(group.layers)), []).append(alive)
+        kept[allocation] = {layers: (sum(a), len(a)) for layers, a in classes.items()}
+    assert len(kept["uniform"]) == 12       # the 9 blocks' first convs, and the three residual streams (16, 16, 32)
+    assert all(k == math.floor(0.5 * n) for k, n in kept["uniform"].values())
+    assert kept["global"] != kept["uniform"]       # the knapsack allocates otherwise
+
+
 def test_the_penalty_forms_are_their_closed_forms():
     torch.manual_seed(1)
     w, mu = torch.randn(12, 3), 2.0
@@ -201,3 +236,14 @@ def test_lc_with_channel_pruning_ends_with_whole_channels_removed():
     assert small.get_submodule("0").out_features == int(rows.sum())
     assert digits.test_error(small) == digits.test_error(net)
     assert history[-1].evaluation < 0.2
+
+
+def test_export_removes_channels_before_choosing_sparse_layers():
+    torch.manual_seed(0)
+    model, x = LeNet300().eval(), torch.randn(2, 1, 28, 28)
+    c = lc.Compressed.direct(model, lc.channel_tasks(model, lc.ChannelPruning(keep=0.2, cost="count"), x),
+                             example_input=x)
+    small = lc.export(model, c, channels=True, example=x, sparse="always")    # fc1 is 80 % zero rows before removal
+    assert small.fc1.out_features + small.fc2.out_features <= 80 and isinstance(small.fc1, torch.nn.Linear)
+    with torch.no_grad():
+        torch.testing.assert_close(small(x), c.apply(copy.deepcopy(model))(x), rtol=1e-4, atol=1e-5)

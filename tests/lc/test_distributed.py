@@ -85,7 +85,7 @@ def test_two_ranks_give_one_process_s_theta_with_the_same_global_batch(runs):
                 assert torch.equal(x, y)
 
 
-@pytest.mark.parametrize("kill_at", [0, 3])
+@pytest.mark.parametrize("kill_at", [0, pytest.param(3, marks=pytest.mark.slow)])     # 3: 31 s; 0 covers the resume
 def test_a_kill_of_every_rank_resumes_to_the_same_theta(runs, tmp_path, kill_at):
     ck = tmp_path / "ck"
     assert _launch(2, tmp_path, ck, kill_at=kill_at) == [3, 3]

@@ -178,6 +178,22 @@ def test_starts_budgets_and_what_each_run_chose(tmp_path, caplog):
     assert by["pruning", "first"]["warning"] is None or "chance" in by["pruning", "first"]["warning"]
 
 
+def test_structured_families_remove_whole_neurons_and_count_the_exported_model(tmp_path):
+    rows = run(tmp_path, "--families", "channels", "channels-flops", "--values", "channels=0.5",
+               "channels-flops=2", "--steps", "2", "--x-axis", "flops")
+    by = {r["family"]: r for r in rows}
+    for r in rows:
+        (k1, n1), (k2, n2), (k3, n3) = r["channels"]["fc1"], r["channels"]["fc2"], r["channels"]["fc3"]
+        assert (n1, n2, k3, n3) == (300, 100, 10, 10) and r["reference_flops"] == 50200
+        assert r["flops_exported"] == 64 * k1 + k1 * k2 + k2 * 10           # the smaller dense model's layers
+        assert r["speedup_b256_vs_dense_exported"] > 0 and "ChannelPruning" in r["scheme"]
+    (k1, _), (k2, _) = by["channels"]["channels"]["fc1"], by["channels"]["channels"]["fc2"]
+    assert k1 + k2 <= 200                                                    # half of the 400 neurons at most
+    (k1, _), (k2, _) = by["channels-flops"]["channels"]["fc1"], by["channels-flops"]["channels"]["fc2"]
+    assert 64 * k1 + 300 * k2 <= (64 * 300 + 300 * 100) / 2                   # the producers' budget
+    assert (tmp_path / "out" / "tradeoff.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_a_value_that_means_nothing_for_its_family_is_refused_before_anything_runs(tmp_path):
     with pytest.raises(lc.CompressionError, match=r"rank=1e-05: the target ratio must be ≥ 1; the family valued by "
                                                   r"α is rank-alpha"):
