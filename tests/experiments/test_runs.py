@@ -101,3 +101,14 @@ def test_a_claim_of_another_host_is_left_alone(tmp_path):
     assert not store.claim("r1") and store.claim("r2") and store.claim("r2")     # a claim of ours is ours
     store.add({"run_id": "r2"})
     assert not store.claim("r2") and store.done() == {"r2"}
+
+
+def test_fields_with_tuples_match_what_config_json_reads_back(tmp_path):
+    """A task fingerprint holding tuples (hidden sizes) is the same config once written as JSON lists: a second
+    store on the same --out resumes instead of refusing it (the PPO and DQN configs have tuple fields)."""
+    fields = {"task": {"hidden": (64, 64)}, "steps": 2}
+    store = RunStore(tmp_path, fields)
+    store.add({"run_id": "a", "x": 1})
+    assert [r["run_id"] for r in RunStore(tmp_path, fields).rows()] == ["a"]
+    with pytest.raises(Exception, match="different config"):
+        RunStore(tmp_path, {"task": {"hidden": (64, 32)}, "steps": 2})
