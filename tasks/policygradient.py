@@ -35,7 +35,7 @@ from tasks import adapter
 from tasks.rl.evaluate import POLICY_SEED0, SELECT_SEED0, TEST_SEED0, Evaluation, evaluate
 from tasks.rl.ppo import PPO, GaussianActor, PPOConfig, critic_mlp
 
-__all__ = ["PolicyGradient", "PPOConfig", "InvertedPendulumConfig", "HalfCheetahConfig", "FAST", "FAST_RANDOM_RETURN", "Reference", "reference",
+__all__ = ["PolicyGradient", "PPOConfig", "InvertedPendulumConfig", "HalfCheetahConfig", "FAST", "Reference", "reference",
            "make_actor", "make_critic", "OnlineLStep", "DistillLStep", "evaluate", "Evaluation", "train",
            "config_hash", "check", "default_cache_dir", "TEST_SEED0", "SELECT_SEED0", "POLICY_SEED0"]
 
@@ -44,24 +44,25 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class InvertedPendulumConfig(PPOConfig):
-    """InvertedPendulum-v5 (tests): short rollouts at a larger learning rate; 20k steps take seconds on one core
-    and balance the pole far longer than random play (about 5 steps, return 5)."""
+    """InvertedPendulum-v5 (tests): short rollouts at a larger learning rate; 8 192 steps take about 10 s on one
+    core and balance the pole for the whole 1 000-step episode (an untrained actor, whose mean action is about 0:
+    about 25 steps; uniformly random actions: about 5)."""
 
     env_id: str = "InvertedPendulum-v5"
-    total_steps: int = 20_480
+    total_steps: int = 8_192
     rollout_steps: int = 512
     lr: float = 1e-3
-    select_interval: int = 4_096
-    select_episodes: int = 5
-    reference_states: int = 5_000
+    select_interval: int = 2_048
+    select_episodes: int = 3
+    reference_states: int = 4_096
     lc_steps: int = 1_024
     lc_lr: float = 1e-4
     distill_steps: int = 200
     distill_policy_states: int = 1_000
 
 
-FAST, FAST_RANDOM_RETURN = InvertedPendulumConfig(), 5.0
-"""The tests' environment and the return of random play there."""
+FAST = InvertedPendulumConfig()
+"""The tests' environment."""
 
 
 @dataclass(frozen=True)
