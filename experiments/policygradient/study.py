@@ -206,7 +206,7 @@ def measure_costs(args: Config, out: Path, cfg: pg.PPOConfig, rows: list[dict]) 
     reference = out / "reference_actor.pt"
     state = pg.reference(cfg, args.cache_dir).actor_state
     lc._io.write_atomic(reference, lambda f: torch.save(state, f), what="the reference actor")
-    done = {r["artifact"]: r for r in read_rows(out / "costs.jsonl")[0]} if (out / "costs.jsonl").exists() else {}
+    done = {r["key"]: r for r in read_rows(out / "costs.jsonl")[0]} if (out / "costs.jsonl").exists() else {}
     todo = [("reference", "reference", 0, str(reference))] + \
         [(r["method"], r["family"], r["value"], r["artifact"]) for r in rows] + \
         [("reference", "reference", 1, str(reference) + "#last")]
@@ -245,7 +245,9 @@ def plot(groups: list[dict], reference: float, path: Path, env_id: str) -> None:
     ax.axvline(TARGET_BITS, color="grey", lw=0.8, ls=":")
     ax.set(xscale="log", xlabel="bits per weight of the actor (nominal)", ylabel="test return (mean ± std over seeds)",
            title=f"{env_id}: PPO actor compressed")
+    ax.set_xticks([1, 2, 4, 8, 16, 32])
     ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     save_figure(fig, path)
