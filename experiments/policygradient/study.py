@@ -115,7 +115,7 @@ def main(argv=None) -> int:
                             handlers=[logging.StreamHandler(), logging.FileHandler(out / "log.txt")])
         torch.set_num_threads(1)
         if args.naive:
-            task = pg.PolicyGradient(cfg, "offline", seed=args.seeds[0], episodes=args.episodes)
+            task = pg.PolicyGradient(cfg, "offline", seed=0, episodes=args.episodes)    # no L step: one seed
             sweep.run(task, _sweep(args, args.naive, out / "naive"))
         for seed in args.seeds:
             for kind in args.l_steps:
