@@ -115,7 +115,9 @@ def check(cfg: PPOConfig) -> None:
     if bad:
         raise lc.CompressionError(f"{type(cfg).__name__}: " + "; ".join(bad))
     try:
-        space = gym.spec(cfg.env_id) and gym.make(cfg.env_id).action_space
+        env = gym.make(cfg.env_id)
+        space = env.action_space
+        env.close()
     except gym.error.Error as e:
         raise lc.CompressionError(f"{type(cfg).__name__}: env_id={cfg.env_id!r}: {e}") from None
     if not isinstance(space, gym.spaces.Box):
