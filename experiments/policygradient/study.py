@@ -38,7 +38,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 import lc  # noqa: E402
-from lc._io import write_text_atomic  # noqa: E402
+from lc._io import write_atomic, write_text_atomic  # noqa: E402
 from tasks import policygradient as pg  # noqa: E402
 
 from .. import cli, sweep  # noqa: E402
@@ -205,7 +205,7 @@ def measure_costs(args: Config, out: Path, cfg: pg.PPOConfig, rows: list[dict]) 
     (its actor alone, dense, measured first and last), each in a fresh process (``experiments.rl.costs``)."""
     reference = out / "reference_actor.pt"
     state = pg.reference(cfg, args.cache_dir).actor_state
-    lc._io.write_atomic(reference, lambda f: torch.save(state, f), what="the reference actor")
+    write_atomic(reference, lambda f: torch.save(state, f), what="the reference actor")
     done = {r["key"]: r for r in read_rows(out / "costs.jsonl")[0]} if (out / "costs.jsonl").exists() else {}
     todo = [("reference", "reference", 0, str(reference))] + \
         [(r["method"], r["family"], r["value"], r["artifact"]) for r in rows] + \
