@@ -112,7 +112,7 @@ class RunStore:
         with self.locked():
             rows = self._read()
             theirs = json.loads(self.config_file.read_text()) if self.config_file.exists() else None
-            if rows and theirs != fields:
+            if rows and theirs != json.loads(json.dumps(fields)):     # as read back: tuples are lists there
                 if not overwrite:
                     raise CompressionError(f"{self.out} holds results of a different config (task, μ schedule or "
                                            "steps); give another --out, or --overwrite to discard them")

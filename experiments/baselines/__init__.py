@@ -15,6 +15,9 @@ ptq-int-mse-channel                   ``AffineQuantization``)
 ptq-kmeans          post-training     k-means per layer (weight clustering; lc's direct ``AdaptiveQuantization``)
 ptq-prune-layer,    post-training     magnitude pruning per layer / over all weights (lc's direct
 ptq-prune-global                      ``ConstraintL0Pruning``)
+ptq-affine,         post-training     lc's direct compression in the structure of the LC family of the same
+ptq-ternary,                          name (affine grid, {−a, 0, a}, k = 2 + sparse residuals): the naive point
+ptq-quant2+sparse                     of each LC curve
 ptq-svd             post-training     truncated SVD, ranks meeting a storage ratio (lc's direct ``RankBudget``)
 ft-prune            fine-tune         magnitude pruning, then fine-tuning with the mask fixed
 ft-kmeans           fine-tune         k-means per layer, then fine-tuning the centroids, assignments fixed

@@ -62,6 +62,12 @@ FAMILIES: dict[str, Family] = {f.name: f for f in [
            lambda f, shapes: (AsVector, lc.ConstraintL0Pruning(kappa=kappa_of(f, shapes))), method=_PTQ,
            kind="pruning", run=direct, description="magnitude pruning, the same fraction of each layer kept"),
     _like("pruning", "ptq-prune-global", _PTQ, direct, "magnitude pruning, one threshold over all weights"),
+    _like("affine", "ptq-affine", _PTQ, direct, "each tensor on the affine grid of least squared error (lc's "
+          "affine family's structure), no retraining"),
+    _like("ternary", "ptq-ternary", _PTQ, direct, "each tensor in {−a, 0, a} of least squared error, no retraining"),
+    _like("quant2+sparse", "ptq-quant2+sparse", _PTQ, direct,
+          "k-means with k = 2 per tensor plus the largest residuals kept (lc's quant2+sparse structure), solved "
+          "once by lc's C step on the reference's weights, no retraining"),
     _like("rank", "ptq-svd", _PTQ, direct, "truncated SVD, the ranks of least total error that meet the ratio"),
     _like("pruning", "ft-prune", _FT, partial(finetune, structure=masks),
           "magnitude pruning over all weights, then fine-tuning with the mask fixed"),

@@ -30,11 +30,13 @@ import torch  # noqa: E402
 import lc  # noqa: E402
 from lc._io import write_atomic  # noqa: E402
 from lc.export import SparseLinear  # noqa: E402
+from tasks import policygradient as pg  # noqa: E402
 from tasks import qnetwork as qn  # noqa: E402
 
 from .. import cli  # noqa: E402
 from ..cli import option  # noqa: E402
 from ..plot import save_figure  # noqa: E402
+from ..policygradient.reference import ENVS as PG_ENVS  # noqa: E402
 from . import common as rc  # noqa: E402
 
 
@@ -42,6 +44,8 @@ from . import common as rc  # noqa: E402
 class Config(rc.Common):
     """Study 4's settings (every field a flag and a key of a --config file)."""
 
+    env: str = option("lunarlander", "environment (a PPO actor of experiments.policygradient: for --one only)",
+                      choices=tuple(sorted({*rc.ENVS, *PG_ENVS})))
     tradeoff: list[str] = option(["results/rl/tradeoff"], "output folder(s) of experiments.rl.tradeoff")
     export: bool = option(False, "also evaluate each network that has an lc.save artifact as lc.export makes it")
     one: str | None = option(None, "evaluate this one network in this process and print its row (internal)",
@@ -49,18 +53,27 @@ class Config(rc.Common):
     out: str = option("results/rl/costs", "output directory", directory=True)
 
 
+def network(env: str) -> tuple[torch.nn.Module, str]:
+    """A fresh network of ``env``'s study and its gymnasium id: a Q-network (``rc.ENVS``) or a PPO actor
+    (``experiments.policygradient``'s environments)."""
+    if env in rc.ENVS:
+        cfg = rc.ENVS[env]()
+        return qn.make_network(cfg), cfg.env_id
+    cfg = PG_ENVS[env]()
+    return pg.make_actor(cfg), cfg.env_id
+
+
 def one(env: str, net_path: str, episodes: int) -> dict:
     """Evaluate one saved network in this process (called in a child process): a state dict (``.pt``), or an
     ``lc.save`` artifact (``.lc``), loaded and run as ``lc.export`` makes it for batch-1 inference."""
     torch.set_num_threads(1)
-    cfg = rc.ENVS[env]()
-    net = qn.make_network(cfg)
+    net, env_id = network(env)
     if net_path.endswith(".lc"):
         net = lc.export(net, lc.load(net_path, net), batch_size=1)
     else:
         net.load_state_dict(torch.load(net_path, weights_only=True))
     sparse_layers = sum(isinstance(m, SparseLinear) for m in net.modules())
-    return {**qn.evaluate(net, cfg.env_id, episodes).as_dict(), "sparse_layers": sparse_layers}
+    return {**qn.evaluate(net, env_id, episodes).as_dict(), "sparse_layers": sparse_layers}
 
 
 def measure(env: str, net_path: str, episodes: int) -> dict:

@@ -1,4 +1,6 @@
-"""Greedy evaluation of a Q-network: return over N seeded episodes, and what the evaluation cost.
+"""Deterministic evaluation of a policy network: return over N seeded episodes, and what the evaluation cost.
+The network's output is the action's scores (discrete actions: argmax, a Q-network's greedy policy) or the action
+itself (continuous actions: clipped to the action space, a Gaussian actor's mean).
 
 Costs reported (measured, noisy on a shared machine):
 - ``time_per_transition``: wall seconds of the whole evaluation divided by the number of environment steps
@@ -50,10 +52,16 @@ def _peak_rss_mb() -> float:
 
 
 def evaluate(q: torch.nn.Module, env_id: str, episodes: int = 100, seed0: int = TEST_SEED0) -> Evaluation:
-    """Run the greedy policy argmax_a q(s, a) for ``episodes`` episodes, episode i reset with seed seed0 + i.
+    """Run the deterministic policy — argmax_a q(s, a) for discrete actions, clip(q(s)) to the action space's
+    bounds for continuous ones — for ``episodes`` episodes, episode i reset with seed seed0 + i.
 
     Deterministic for given weights and seeds (the policy has no randomness and each reset is seeded)."""
     env = gym.make(env_id)
+    space = env.action_space
+    if isinstance(space, gym.spaces.Box):
+        act = lambda out: np.clip(out.numpy(), space.low, space.high)      # noqa: E731
+    else:
+        act = lambda out: int(out.argmax())                                # noqa: E731
     returns, steps, t_net = [], 0, 0.0
     cpu0, t0 = time.process_time(), time.perf_counter()
     with torch.no_grad():
@@ -62,7 +70,7 @@ def evaluate(q: torch.nn.Module, env_id: str, episodes: int = 100, seed0: int = 
             total, done = 0.0, False
             while not done:
                 t = time.perf_counter()
-                a = int(q(torch.from_numpy(np.asarray(obs, np.float32))).argmax())
+                a = act(q(torch.from_numpy(np.asarray(obs, np.float32))))
                 t_net += time.perf_counter() - t
                 obs, r, terminated, truncated, _ = env.step(a)
                 total += float(r)

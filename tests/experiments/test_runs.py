@@ -124,3 +124,14 @@ def test_a_held_claim_is_touched_until_it_is_released(tmp_path, monkeypatch):
     while store._heart is not None and time.time() < deadline:      # nothing held: the heartbeat stops
         time.sleep(0.02)
     assert store._heart is None
+
+
+def test_fields_with_tuples_match_what_config_json_reads_back(tmp_path):
+    """A task fingerprint holding tuples (hidden sizes) is the same config once written as JSON lists: a second
+    store on the same --out resumes instead of refusing it (the PPO and DQN configs have tuple fields)."""
+    fields = {"task": {"hidden": (64, 64)}, "steps": 2}
+    store = RunStore(tmp_path, fields)
+    store.add({"run_id": "a", "x": 1})
+    assert [r["run_id"] for r in RunStore(tmp_path, fields).rows()] == ["a"]
+    with pytest.raises(Exception, match="different config"):
+        RunStore(tmp_path, {"task": {"hidden": (64, 32)}, "steps": 2})
