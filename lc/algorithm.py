@@ -315,7 +315,8 @@ class Algorithm:
         are swapped in place, block by block; called during an L step, it decompresses Θ again (a copy of the
         compressed weights for the while)."""
         if any(s is None for s in self.loop.states):
-            raise CompressionError("no C step has run yet: call run() first")
+            raise CompressionError("no complete Θ (no C step has run yet, or the last one failed): call run() "
+                                   "first")
         if self._done:
             yield self.model                                   # after run() the model already holds Δ(Θ)
             return

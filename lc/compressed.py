@@ -43,7 +43,8 @@ class Compressed:
         if tasks is None or states is None:
             raise CompressionError(f"expected an lc.Algorithm or an lc.Compressed, got {type(source).__name__}")
         if any(s is None for s in states):
-            raise CompressionError("the algorithm has not run a C step yet: call algorithm.run() first")
+            raise CompressionError("the algorithm holds no complete Θ (no C step has run yet, or the last one "
+                                   "failed): call algorithm.run() first, or resume it from its checkpoint")
         return cls(tuple(tasks), tuple(states))
 
     @classmethod

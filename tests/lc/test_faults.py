@@ -224,3 +224,19 @@ def test_a_run_whose_layers_shared_a_budget_is_not_the_same_run_as_one_with_a_bu
         lc.Algorithm(net, tasks(net, False), [1e-2], digits.l_step(epochs=1), checkpoint_dir=tmp_path).run()
     net = digits.reference()
     assert len(lc.Algorithm(net, tasks(net, True), [1e-2], digits.l_step(epochs=1), checkpoint_dir=tmp_path).run()) == 2
+
+
+def test_after_a_failed_c_step_saving_says_there_is_no_complete_theta(tmp_path):
+    torch.manual_seed(0)
+    net = torch.nn.Linear(6, 4)
+
+    def diverging(model, lc_penalty, step):             # an L step that blows the weights up
+        with torch.no_grad():
+            model.weight.fill_(float("nan"))
+    tasks = {lc.Param(net.weight): (lc.AsVector, lc.ConstraintL0Pruning(kappa=5))}
+    algorithm = lc.Algorithm(net, tasks, lc.geometric_mu(1e-3, 1.5, 3), diverging)
+    with pytest.raises(lc.CompressionError, match="NaN"):
+        algorithm.run()
+    with pytest.raises(lc.CompressionError, match="no complete Θ .* the last one failed"):
+        lc.save(tmp_path / "m.lc", net, algorithm)
+    assert not (tmp_path / "m.lc").exists()
