@@ -1,6 +1,7 @@
 """The LC loop under torch.distributed (gloo, 2 processes on the CPU): the same Θ on every rank, the same Θ as one
 process with the same global batch, and a kill of every rank resumed to the same Θ."""
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -21,6 +22,20 @@ def _port() -> int:
 
 
 def _launch(world: int, out: Path, checkpoint_dir=None, kill_at=None) -> list[int]:
+    """Run the ranks; once more if one of them aborted in C++ ("terminate called without an active exception",
+    SIGABRT) — seen once in a full-suite run on a fresh clone and not reproduced in 10 runs of this file, with and
+    without load; a second abort fails the test."""
+    try:
+        return _launch_once(world, out, checkpoint_dir, kill_at)
+    except _Aborted:
+        return _launch_once(world, out, checkpoint_dir, kill_at)
+
+
+class _Aborted(AssertionError):
+    pass
+
+
+def _launch_once(world: int, out: Path, checkpoint_dir=None, kill_at=None) -> list[int]:
     port = _port()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     procs = [subprocess.Popen([sys.executable, "-m", "tests.lc.ddp_script", str(r), str(world), str(port),
@@ -37,6 +52,11 @@ def _launch(world: int, out: Path, checkpoint_dir=None, kill_at=None) -> list[in
                 q.kill()
             raise AssertionError("a rank hung")
         codes.append(p.returncode)
+        if p.returncode == -signal.SIGABRT and b"terminate called" in output:
+            for q in procs:
+                q.kill()
+                q.wait()
+            raise _Aborted(output.decode()[-3000:])
         if p.returncode not in (0, 3):
             raise AssertionError(output.decode()[-3000:])
     return codes
