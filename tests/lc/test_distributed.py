@@ -23,8 +23,8 @@ def _port() -> int:
 
 def _launch(world: int, out: Path, checkpoint_dir=None, kill_at=None) -> list[int]:
     """Run the ranks; once more if one of them aborted in C++ ("terminate called without an active exception",
-    SIGABRT) — seen once in a full-suite run on a fresh clone and not reproduced in 10 runs of this file, with and
-    without load; a second abort fails the test."""
+    SIGABRT) — seen once in a full-suite run on a fresh clone and not reproduced in 7 runs of this file alone,
+    with and without load; a second abort fails the test."""
     try:
         return _launch_once(world, out, checkpoint_dir, kill_at)
     except _Aborted:
