@@ -16,10 +16,8 @@ every hyperparameter: reference training and the two L steps shared by every com
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +30,7 @@ import torch
 import lc
 from lc._io import write_atomic
 from tasks import adapter
+from tasks.rl.cache import cache_dir, config_hash, training_fields
 from tasks.rl.evaluate import POLICY_SEED0, SELECT_SEED0, TEST_SEED0, Evaluation, evaluate
 from tasks.rl.ppo import PPO, GaussianActor, PPOConfig, critic_mlp
 
@@ -78,20 +77,9 @@ class HalfCheetahConfig(PPOConfig):
     lc_steps: int = 10_240
 
 
-def training_fields(cfg: PPOConfig) -> dict:
-    """The fields the reference depends on (all but the L-step settings ``lc_*`` and ``distill_*``)."""
-    return {k: v for k, v in dataclasses.asdict(cfg).items() if not k.startswith(("lc_", "distill_"))}
-
-
-def config_hash(cfg: PPOConfig) -> str:
-    """The cache key of cfg's reference: a hash of its class name and training fields."""
-    spec = {"class": type(cfg).__name__, **training_fields(cfg)}
-    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
-
-
 def default_cache_dir() -> Path:
     """``$LC_CACHE/policygradient`` if LC_CACHE is set, else ``.cache/policygradient`` under the current directory."""
-    return Path(os.environ.get("LC_CACHE", ".cache")) / "policygradient"
+    return cache_dir("policygradient")
 
 
 def check(cfg: PPOConfig) -> None:

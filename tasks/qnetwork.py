@@ -15,10 +15,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
-import json
 import logging
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +29,7 @@ import lc
 from lc._io import write_atomic
 from tasks import adapter
 from tasks.rl.dqn import Agent, DQNConfig, ReplayBuffer, double_q_target, epsilon, mlp, penalty_step
+from tasks.rl.cache import cache_dir, config_hash, training_fields
 from tasks.rl.finetune import finetune
 from tasks.rl.evaluate import POLICY_SEED0, SELECT_SEED0, TEST_SEED0, Evaluation, evaluate
 
@@ -93,20 +91,9 @@ class LunarLanderConfig(DQNConfig):
     distill_policy_states: int = 20_000
 
 
-def training_fields(cfg: DQNConfig) -> dict:
-    """The fields the reference depends on (all but the L-step settings ``lc_*`` and ``distill_*``)."""
-    return {k: v for k, v in dataclasses.asdict(cfg).items() if not k.startswith(("lc_", "distill_"))}
-
-
-def config_hash(cfg: DQNConfig) -> str:
-    """The cache key of cfg's reference: a hash of its class name and training fields."""
-    spec = {"class": type(cfg).__name__, **training_fields(cfg)}
-    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
-
-
 def default_cache_dir() -> Path:
     """``$LC_CACHE/qnetwork`` if LC_CACHE is set, else ``.cache/qnetwork`` under the current directory."""
-    return Path(os.environ.get("LC_CACHE", ".cache")) / "qnetwork"
+    return cache_dir("qnetwork")
 
 
 def make_network(cfg: DQNConfig, hidden: tuple[int, ...] | None = None, seed: int | None = None) -> torch.nn.Module:
