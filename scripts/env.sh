@@ -12,7 +12,7 @@ WANT="$(cat "$ROOT/pyproject.toml" "$ROOT/scripts/env.sh" | sha256sum | cut -d' 
 if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
     "$VENV/bin/python" -m pip install --quiet --upgrade pip
     "$VENV/bin/python" -m pip install --quiet "torch==2.13.*"
-    "$VENV/bin/python" -m pip install --quiet "$ROOT[test,rl]"
+    "$VENV/bin/python" -m pip install --quiet -e "$ROOT[test,rl]"
     echo "$WANT" > "$STAMP"
 fi
 export PATH="$VENV/bin:$PATH"
