@@ -18,6 +18,12 @@ producers' multiply-adds per example):
   *layer class* (the groups produced by the same layers: one layer's channels, or the channels a residual
   addition couples across layers): max Σ_{g kept} v_g s.t. class L keeps at most ⌊keep · n_L⌋ of its n_L groups —
   its ⌊keep · n_L⌋ largest v_g, O(N log N). The groups of a class share one cost, so the budget holds too.
+  ``min_keep`` (global allocation) adds a floor: s.t. every layer class keeps at least ⌈min_keep · n_L⌉ of its groups
+  (as Torch-Pruning's ``max_pruning_ratio`` = 1 − min_keep). Exact too: the groups of a class share one cost, so
+  swapping a kept group for a larger one of its class keeps a solution feasible and no worse; an optimum therefore
+  keeps every class's ⌈min_keep · n_L⌉ largest v_g (:func:`floor`), and the rest is the knapsack above on the other
+  groups with what is left of the budget. Without a floor the exact allocation may leave a layer class one channel or
+  none (a CIFAR ResNet's residual stream, which carries most of the multiply-adds: docs/structured.md).
 - :class:`ChannelPenaltyL0`: min α Σ_{g kept} c_g + μ/2 ‖w − θ‖²: keep g iff μ/2 v_g > α c_g (hard threshold).
 - :class:`ChannelPenaltyL21`: min α Σ_g c_g ‖θ_g‖ + μ/2 ‖w − θ‖²: θ_g = w_g · max(0, 1 − α c_g / (μ ‖w_g‖)) (group
   soft threshold; not a projection: kept groups shrink).
@@ -40,7 +46,7 @@ from ._base import Compression, State
 from ._constraints import Options, Real
 from ._primitives import value_bits
 
-__all__ = ["ChannelPruning", "ChannelPenaltyL0", "ChannelPenaltyL21", "knapsack", "uniform", "MAX_UNITS"]
+__all__ = ["ChannelPruning", "ChannelPenaltyL0", "ChannelPenaltyL21", "knapsack", "uniform", "floor", "MAX_UNITS"]
 
 COSTS = ("count", "params", "flops")
 ALLOCATIONS = ("global", "uniform")
@@ -110,6 +116,17 @@ def uniform(values: np.ndarray, classes: np.ndarray, keep: float) -> np.ndarray:
     return mask
 
 
+def floor(values: np.ndarray, classes: np.ndarray, min_keep: float) -> np.ndarray:
+    """The ⌈min_keep · n_L⌉ largest values of every class L (n_L its items): a boolean mask, the groups a floor of
+    ``min_keep`` per class requires (and, when a class's items share one cost, that some optimum keeps)."""
+    mask = np.zeros(len(values), dtype=bool)
+    for c in np.unique(classes):
+        ix = np.flatnonzero(classes == c)
+        m = math.ceil(min_keep * len(ix) - 1e-9)
+        mask[ix[np.argsort(-values[ix], kind="stable")[:m]]] = True
+    return mask
+
+
 class _Channels(Compression):
     """Shared: the structure (bound from the model, or the rows of the input matrix), the state, decompression."""
 
@@ -127,14 +144,16 @@ class _Channels(Compression):
         object.__setattr__(bound, "_bound", context.channel_structure(repr(self), self.cost))
         return bound
 
-    def _structure(self, w: torch.Tensor) -> _Structure:
+    def _structure(self, w: torch.Tensor | torch.Size) -> _Structure:
         bound = getattr(self, "_bound", None)
         if bound is not None:
             return bound
-        rows = w.shape[0] if w.dim() >= 2 else w.numel()
-        size = w.numel() // max(rows, 1)
+        shape = w.shape if isinstance(w, torch.Tensor) else torch.Size(w)
+        numel = shape.numel()
+        rows = shape[0] if len(shape) >= 2 else numel
+        size = numel // max(rows, 1)
         cost = {"count": 1, "params": size, "flops": size}[self.cost]
-        return _Structure(((w.numel(), rows),), np.arange(rows), np.full(rows, cost, dtype=np.int64))
+        return _Structure(((numel, rows),), np.arange(rows), np.full(rows, cost, dtype=np.int64))
 
     def _groups(self, w, structure):
         """Per-row sizes, the row of each value, and v_g per group."""
@@ -182,26 +201,61 @@ class ChannelPruning(_Channels):
     this module's docstring (whole channels kept or zeroed; the budget allocated across layers by the solution).
     ``allocation="uniform"``: s.t. each layer class keeps at most ⌊keep · n_L⌋ of its n_L groups instead (the same
     fraction of every layer; the largest ‖w_g‖² of each class), the baseline the global allocation is measured
-    against."""
+    against. ``min_keep``: with the global allocation, s.t. every layer class also keeps at least ⌈min_keep · n_L⌉
+    of its n_L groups (a floor; exact, see the module docstring)."""
 
     keep: float
     cost: str = "flops"
     allocation: str = "global"
+    min_keep: float = 0.0
     _bound: object = field(default=None, init=False, repr=False, compare=False)
     constraints = {"keep": (Real(0, 1), "is the fraction of the groups' total cost that may be kept"),
                    **_Channels.constraints,
                    "allocation": (Options(ALLOCATIONS), "is how the budget is shared among layers: by the exact "
-                                                        "knapsack (global), or the same fraction per layer class")}
+                                                        "knapsack (global), or the same fraction per layer class"),
+                   "min_keep": (Real(0, 1), "is the fraction of every layer class's channels always kept")}
+
+    def check(self, shape):
+        super().check(shape)
+        if self.min_keep == 0:
+            return
+        if self.allocation == "uniform":
+            raise CompressionError(f"ChannelPruning(min_keep={self.min_keep}) is a floor for the global allocation; "
+                                   "the uniform one keeps `keep` of every layer class already: drop min_keep, or "
+                                   "use allocation='global'")
+        structure = self._structure(shape)
+        classes = self._classes(structure)
+        required = floor(np.ones(len(structure.costs)), classes, float(self.min_keep))
+        need, budget = int(structure.costs[required].sum()), self._budget(structure)
+        if need > budget:
+            raise CompressionError(f"ChannelPruning(keep={self.keep}, min_keep={self.min_keep}): keeping "
+                                   f"{self.min_keep:g} of every layer's channels costs {need} of the "
+                                   f"{int(structure.costs.sum())} ({self.cost}), more than the budget {budget}: lower "
+                                   "min_keep or raise keep")
+
+    def _budget(self, structure) -> int:
+        return math.floor(float(self.keep) * int(structure.costs.sum()) + 1e-9)
+
+    @staticmethod
+    def _classes(structure) -> np.ndarray:
+        return structure.classes if structure.classes is not None else np.zeros(len(structure.costs), int)
 
     def compress(self, w, mu, previous=None):
         structure = self._structure(w)
         row_of, g, v = self._groups(w, structure)
-        budget = math.floor(float(self.keep) * int(structure.costs.sum()) + 1e-9)
+        budget = self._budget(structure)
+        values = v.cpu().numpy()
         if self.allocation == "uniform":
-            classes = structure.classes if structure.classes is not None else np.zeros(len(structure.costs), int)
-            keep, exact = uniform(v.cpu().numpy(), classes, float(self.keep)), True
+            keep, exact = uniform(values, self._classes(structure), float(self.keep)), True
+        elif self.min_keep > 0:
+            required = floor(values, self._classes(structure), float(self.min_keep))
+            rest = np.flatnonzero(~required)
+            more, exact = knapsack(values[rest], structure.costs[rest],
+                                   budget - int(structure.costs[required].sum()))
+            keep = required.copy()
+            keep[rest[more]] = True
         else:
-            keep, exact = knapsack(v.cpu().numpy(), structure.costs, budget)
+            keep, exact = knapsack(values, structure.costs, budget)
         kept = torch.as_tensor(keep, device=w.device)
         return self._compress(w, kept, structure, row_of, g, exact=exact,
                               cost_kept=int(structure.costs[keep].sum()), cost_total=int(structure.costs.sum()))

@@ -38,6 +38,67 @@ def test_the_knapsack_is_exact_against_brute_force(seed):
     assert values[keep].sum() == pytest.approx(_brute(values, costs, budget))
 
 
+@pytest.mark.parametrize("seed", range(12))
+def test_the_floored_global_allocation_is_exact_against_brute_force(seed):
+    """max Σ v s.t. Σ c ≤ budget and ≥ ⌈min_keep · n_L⌉ groups of every class L (a class's groups share a cost): the
+    C step with ``min_keep`` on a bound structure against every subset."""
+    rng = np.random.default_rng(100 + seed)
+    n = int(rng.integers(2, 11))
+    classes = rng.integers(0, 3, size=n)
+    class_cost = rng.choice([6, 10, 15, 35], size=3)
+    costs = class_cost[classes].astype(np.int64)
+    values = rng.exponential(size=n)
+    min_keep = float(rng.uniform(0, 0.6))
+    need = {c: math.ceil(min_keep * int((classes == c).sum()) - 1e-9) for c in set(classes.tolist())}
+    floor_cost = sum(need[c] * int(class_cost[c]) for c in need)
+    budget = int(rng.integers(floor_cost, costs.sum() + 1))
+    c = lc.ChannelPruning(keep=budget / costs.sum(), cost="count", min_keep=min_keep)
+    structure = channels._Structure(((n, n),), np.arange(n), costs, classes)
+    object.__setattr__(c, "_bound", structure)
+    c.check(torch.Size([n]))
+    w = torch.as_tensor(np.sqrt(values))
+    kept = c.decompress(c.compress(w, 1.0)) != 0
+    mask = kept.numpy()
+    best = max(sum(values[list(s)]) for r in range(n + 1) for s in itertools.combinations(range(n), r)
+               if sum(costs[list(s)]) <= budget and all(sum(classes[i] == k for i in s) >= m for k, m in need.items()))
+    assert costs[mask].sum() <= budget
+    assert all(int(mask[classes == k].sum()) >= m for k, m in need.items())
+    assert values[mask].sum() == pytest.approx(best)
+
+
+def test_a_floor_the_budget_cannot_pay_for_is_refused_before_training():
+    model = CifarResNet(20)
+    x = torch.randn(1, 3, 32, 32)
+    with pytest.raises(lc.CompressionError, match="lower min_keep or raise keep"):
+        lc.Algorithm(model, lc.channel_tasks(model, lc.ChannelPruning(keep=0.2, min_keep=0.5), x),
+                     lc.geometric_mu(1e-3, 1.1, 2), lambda *a: None, example_input=x)
+    with pytest.raises(lc.CompressionError, match="allocation='global'"):
+        lc.ChannelPruning(keep=0.5, allocation="uniform", min_keep=0.1).check(torch.Size([4, 3]))
+    lc.ChannelPruning(keep=0.5, min_keep=0.5).check(torch.Size([4, 3]))      # 2 of 4 rows: within ⌊0.5 · 4⌋
+
+
+def test_the_floor_keeps_the_residual_stream_of_a_cifar_resnet():
+    """The exact allocation at a low budget empties layer classes; with min_keep every class keeps its share."""
+    torch.manual_seed(0)
+    model = CifarResNet(20).eval()
+    x = torch.randn(1, 3, 32, 32)
+    graph = channel_groups(model, x)
+
+    def alive_per_class(compression):
+        net = lc.Compressed.direct(model, lc.channel_tasks(model, compression, x), example_input=x).apply(
+            copy.deepcopy(model))
+        params, classes = dict(net.named_parameters()), {}
+        for group in graph.groups:
+            alive = any(bool(params[n].detach()[j].any()) for n, j in group.members)
+            classes.setdefault(tuple(sorted(group.layers)), []).append(alive)
+        return {k: (sum(a), len(a)) for k, a in classes.items()}
+
+    floored = alive_per_class(lc.ChannelPruning(keep=0.4, min_keep=0.25))
+    assert all(k >= math.ceil(0.25 * n) for k, n in floored.values())
+    free = alive_per_class(lc.ChannelPruning(keep=0.4))
+    assert any(k < math.ceil(0.25 * n) for k, n in free.values())      # without it some class falls below
+
+
 def test_the_knapsack_with_coarser_units_keeps_the_budget(monkeypatch):
     monkeypatch.setattr(channels, "MAX_UNITS", 7)
     rng = np.random.default_rng(0)

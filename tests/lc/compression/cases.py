@@ -137,6 +137,7 @@ CASES += [
     Case(lc.ChannelPruning(keep=0.3, cost="params"), (6, 4), rows_kept_at_most(1)),
     Case(lc.ChannelPruning(keep=1.0), (5, 3), lambda x: True),
     Case(lc.ChannelPruning(keep=0.4, cost="flops", allocation="uniform"), (10, 3), rows_kept_at_most(4)),
+    Case(lc.ChannelPruning(keep=0.5, cost="count", min_keep=0.25), (8, 5), rows_kept_at_most(4)),
     Case(lc.ChannelPenaltyL0(alpha=0.5, cost="count"), (10, 3), whole_rows),
     Case(lc.ChannelPenaltyL21(alpha=0.3, cost="count"), (10, 3), whole_rows, idempotent=False),
 ]
