@@ -22,7 +22,10 @@ removed). LC's runs end beyond their target (its L steps move the allocation), s
 their curves: each seed's error read at the targets by linear interpolation in log reduction (:func:`curve`), then
 averaged over seeds (:func:`summary`). A run of LC whose L step diverges is a row too (``diverged``: its error is
 the diverged weights', its reduction the target's: the allocation's on the reference), as the sweep records one.
-Rows go to ``out/rows.jsonl`` (:class:`experiments.runs.RunStore`: resumable, shareable), the summary to
+Every method's final model has its batch-norm statistics re-estimated on the training images before it is
+evaluated (:meth:`tasks.classification.Classification.recalibrate`: forward passes, no labels; LC's exported model
+otherwise keeps its L step's statistics, stale once channels are removed). ``min_keep`` gives lc-global a floor per
+layer class (``lc.ChannelPruning(min_keep=...)``). Rows go to ``out/rows.jsonl`` (:class:`experiments.runs.RunStore`: resumable, shareable), the summary to
 ``out/summary.csv`` and the plot to ``out/structured.png``.
 """
 from __future__ import annotations
@@ -78,6 +81,8 @@ class Config:
     steps: int = option(20, "LC steps; the training budget of every method is steps · epochs_per_step epochs")
     mu0: float = option(1e-3, "LC: μ₀ of the schedule μ_j = μ₀ · a^j")
     mu_multiplier: float = option(1.4, "LC: a of the schedule")
+    min_keep: float = option(0.0, "lc-global: the fraction of every layer class's channels always kept (a floor in "
+                                  "the exact allocation; ChannelPruning(min_keep=...))")
     tp_lr: float = option(0.01, "Torch-Pruning: initial learning rate of the fine-tuning's cosine schedule")
     tp_importance: str = option("group-norm", "Torch-Pruning: magnitude importance, l1 or group-norm",
                                 choices=("l1", "group-norm"))
@@ -101,9 +106,10 @@ class Config:
 
     def method_fields(self, method: str) -> dict:
         """What a method's result depends on, besides the task, the seed and the target."""
-        common = {"validation": self.validation_images, "budget": self.budget()}
+        common = {"validation": self.validation_images, "budget": self.budget(), "bn": "recalibrated"}
         if method.startswith("lc-"):
-            return {**common, "steps": self.steps, "mu0": self.mu0, "mu_multiplier": self.mu_multiplier}
+            floor = {"min_keep": self.min_keep} if method == "lc-global" and self.min_keep else {}
+            return {**common, "steps": self.steps, "mu0": self.mu0, "mu_multiplier": self.mu_multiplier, **floor}
         if method == "torch-pruning":
             return {**common, "lr": self.tp_lr, "importance": self.tp_importance, "global": self.tp_global}
         return {**common, "lr": self.search_lr, "stages": self.search_stages, "samples": self.search_samples,
@@ -143,31 +149,43 @@ def _seed(config: Config, data: tuple[Dataset, Dataset], seed: int) -> _Seed:
 
 
 # ---------------------------------------------------------------------------------------------- the methods
-def _lc_keep(s: _Seed, target: float, allocation: str) -> float:
+def _lc_keep(s: _Seed, target: float, allocation: str, min_keep: float = 0.0) -> float:
     """The largest kept fraction of the FLOPs cost whose direct compression of the reference has ``target``× fewer
-    multiply-adds (bisection, 20 halvings; the FLOPs of the model with the zeroed groups removed)."""
+    multiply-adds (bisection, 20 halvings; the FLOPs of the model with the zeroed groups removed). With a floor
+    (``min_keep``), a fraction too small to pay for it counts as too small."""
     channels = cb.Channels(s.reference, s.example)
     dense = channels.flops(np.ones(channels.count, dtype=bool))
     lo, hi = 0.0, 1.0
     for _ in range(20):
         keep = (lo + hi) / 2
-        c = lc.Compressed.direct(s.reference, _lc_tasks(s, keep, allocation), example_input=s.example)
+        try:
+            tasks = _lc_tasks(s, keep, allocation, min_keep)
+            c = lc.Compressed.direct(s.reference, tasks, example_input=s.example)
+        except lc.CompressionError:
+            if not min_keep:
+                raise
+            lo = keep
+            continue
         deltas = c.deltas()
         kept = np.array([any(bool(deltas[n][j].any()) for n, j in g.members) for g in channels.graph.groups])
         lo, hi = (keep, hi) if dense / channels.flops(kept) >= target else (lo, keep)
     return lo
 
 
-def _lc_tasks(s: _Seed, keep: float, allocation: str) -> dict:
-    return lc.channel_tasks(s.reference, lc.ChannelPruning(keep=keep, cost="flops", allocation=allocation), s.example)
+def _pruning(keep: float, allocation: str, min_keep: float = 0.0) -> lc.ChannelPruning:
+    return lc.ChannelPruning(keep=keep, cost="flops", allocation=allocation,
+                             min_keep=min_keep if allocation == "global" else 0.0)
+
+
+def _lc_tasks(s: _Seed, keep: float, allocation: str, min_keep: float = 0.0) -> dict:
+    return lc.channel_tasks(s.reference, _pruning(keep, allocation, min_keep), s.example)
 
 
 def run_lc(config: Config, s: _Seed, target: float, allocation: str) -> tuple[torch.nn.Module, dict]:
-    keep = _lc_keep(s, target, allocation)
+    keep = _lc_keep(s, target, allocation, config.min_keep)
     net = copy.deepcopy(s.reference)
     torch.manual_seed(s.task.seed)
-    algorithm = lc.Algorithm(net, lc.channel_tasks(net, lc.ChannelPruning(keep=keep, cost="flops",
-                                                                          allocation=allocation), s.example),
+    algorithm = lc.Algorithm(net, lc.channel_tasks(net, _pruning(keep, allocation, config.min_keep), s.example),
                              lc.geometric_mu(config.mu0, config.mu_multiplier, config.steps), s.task.l_step(),
                              s.val.evaluate, example_input=s.example)
     try:
@@ -237,6 +255,8 @@ def _one(config: Config, s: _Seed, method: str, target: float, run_id: str) -> d
         log.warning("%s on %s: %s: %s", method, config.task.model, type(e).__name__, e)
         return {**row, "failed": f"{type(e).__name__}: {str(e)[:300]}"}
     dense, diverged = lc.measure.flops(s.reference, s.example), "diverged" in info
+    if not diverged:        # every method's final model: batch-norm statistics re-estimated on the training images
+        info["val_error"] = s.val.evaluate(s.task.recalibrate(net))["error"]
     flops = None if diverged else lc.measure.flops(net, s.example)
     if diverged:
         log.warning("%s on %s seed %d at %gx diverged %s", method, config.task.model, s.task.seed, target,

@@ -16,6 +16,7 @@ from .compression import (AdaptiveQuantization, AffineQuantization, BinaryQuanti
 from .params import AsGroups, AsIs, AsVector, Param, View, match
 from .structure import channel_tasks
 from . import measure
+from .batchnorm import recalibrate_batchnorm
 from .export import export
 from .export.onnx import export_onnx
 from .compressed import Compressed, nominal_bits
@@ -32,6 +33,6 @@ __all__ = [
     "AdaptiveQuantization", "BinaryQuantization", "ScaledBinaryQuantization", "ScaledTernaryQuantization",
     "AffineQuantization", "PrunedQuantization",
     "LowRank", "RankSelection", "RankBudget", "ChannelPruning", "ChannelPenaltyL0", "ChannelPenaltyL21",
-    "channel_tasks",
+    "channel_tasks", "recalibrate_batchnorm",
     "NMPruning", "WeightedAdaptiveQuantization", "WeightedL0Pruning", "WeightedNMPruning", "WhitenedLowRank",
 ]

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from lc import CompressionError
+from lc import CompressionError, recalibrate_batchnorm
 from lc._io import write_atomic
 
 from . import adapter
@@ -295,6 +295,13 @@ class Classification:
             loss += float(F.cross_entropy(logits, y[i:i + 1000], reduction="sum"))
         model.train(was_training)
         return {"error": wrong / len(y), "loss": loss / len(y)}
+
+    def recalibrate(self, model: nn.Module, batch_size: int = 1000) -> nn.Module:
+        """The batch norms' running statistics of ``model`` re-estimated on this task's training images (in order,
+        ``batch_size`` at a time; :func:`lc.recalibrate_batchnorm`): a compressed model's statistics are its L
+        step's weights', stale once the C step has moved them. In place; a model without batch norm is unchanged."""
+        x = self._xtr
+        return recalibrate_batchnorm(model, (x[i:i + batch_size] for i in range(0, len(x), batch_size)))
 
     def validate(self, model: nn.Module) -> dict[str, float] | None:
         """:meth:`evaluate` on the validation images (``TaskConfig.validation``); None where none are held out."""

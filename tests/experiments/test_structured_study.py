@@ -160,3 +160,16 @@ def test_a_diverged_lc_run_is_a_row_at_its_target(tmp_path):
     assert row["test_error"] > 0.5                                            # the diverged weights, at chance
     table = structured_study.summary([row], [2.0])
     assert table[0]["test_error_mean"] == pytest.approx(100 * row["test_error"])
+
+
+def test_lc_global_with_a_floor_keeps_it_and_reaches_its_target(tmp_path):
+    config = structured_study.Config(task=TaskConfig(model="lenet300", ref_epochs=1, epochs_per_step=1),
+                                     steps=2, validation_images=300, cache_dir=str(tmp_path), min_keep=0.3)
+    s = structured_study._seed(config, structured_study.split(Classification(config.task).data, 300), 0)
+    keep = structured_study._lc_keep(s, 3.0, "global", 0.3)
+    c = lc.Compressed.direct(s.reference, structured_study._lc_tasks(s, keep, "global", 0.3), example_input=s.example)
+    net = lc.export(c.apply(copy.deepcopy(s.reference)), c, channels=True, example=s.example)
+    assert net.fc1.out_features >= 90 and net.fc2.out_features >= 30            # ⌈0.3 · 300⌉, ⌈0.3 · 100⌉
+    assert lc.measure.flops(s.reference, s.example) / lc.measure.flops(net, s.example) >= 3.0
+    fields = [config.method_fields(m) for m in ("lc-global", "lc-uniform")]
+    assert fields[0]["min_keep"] == 0.3 and "min_keep" not in fields[1] and fields[0]["bn"] == "recalibrated"
