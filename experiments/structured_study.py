@@ -109,7 +109,8 @@ class Config:
         common = {"validation": self.validation_images, "budget": self.budget(), "bn": "recalibrated"}
         if method.startswith("lc-"):
             floor = {"min_keep": self.min_keep} if method == "lc-global" and self.min_keep else {}
-            return {**common, "steps": self.steps, "mu0": self.mu0, "mu_multiplier": self.mu_multiplier, **floor}
+            return {**common, "bn": "recalibrated before export", "steps": self.steps, "mu0": self.mu0,
+                    "mu_multiplier": self.mu_multiplier, **floor}
         if method == "torch-pruning":
             return {**common, "lr": self.tp_lr, "importance": self.tp_importance, "global": self.tp_global}
         return {**common, "lr": self.search_lr, "stages": self.search_stages, "samples": self.search_samples,
@@ -195,8 +196,16 @@ def run_lc(config: Config, s: _Seed, target: float, allocation: str) -> tuple[to
             raise
         return net, {"keep": keep, "epochs_used": config.budget(), "val_error": s.val.evaluate(net)["error"],
                      "diverged": f"after LC step {len(algorithm.history) - 1}: {e}"}
-    exported = lc.export(net, algorithm, channels=True, example=s.example)
-    return exported, {"keep": keep, "epochs_used": config.budget(), "val_error": history[-1].evaluation["error"]}
+    return export_lc(s.task, net, algorithm, s.example), {"keep": keep, "epochs_used": config.budget(), "val_error": history[-1].evaluation["error"]}
+
+
+def export_lc(task: Classification, net: torch.nn.Module, compressed, example: torch.Tensor) -> torch.nn.Module:
+    """Δ(Θ) of ``compressed`` with its batch-norm statistics re-estimated on the task's training images (``net``'s
+    are the L step's weights', stale once channels are removed), then exported with the zero channels removed —
+    in this order, because ``lc.export`` folds the batch norms into the convolutions."""
+    compressed = lc.Compressed.of(compressed)
+    delta = task.recalibrate(compressed.apply(copy.deepcopy(net)))
+    return lc.export(delta, compressed, channels=True, example=example)
 
 
 def run_torch_pruning(config: Config, s: _Seed, target: float) -> tuple[torch.nn.Module, dict]:
@@ -256,7 +265,7 @@ def _one(config: Config, s: _Seed, method: str, target: float, run_id: str) -> d
         return {**row, "failed": f"{type(e).__name__}: {str(e)[:300]}"}
     dense, diverged = lc.measure.flops(s.reference, s.example), "diverged" in info
     if not diverged:        # every method's final model: batch-norm statistics re-estimated on the training images
-        info["val_error"] = s.val.evaluate(s.task.recalibrate(net))["error"]
+        info["val_error"] = s.val.evaluate(s.task.recalibrate(net))["error"]      # (LC's: before export, above)
     flops = None if diverged else lc.measure.flops(net, s.example)
     if diverged:
         log.warning("%s on %s seed %d at %gx diverged %s", method, config.task.model, s.task.seed, target,

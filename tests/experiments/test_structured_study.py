@@ -172,4 +172,25 @@ def test_lc_global_with_a_floor_keeps_it_and_reaches_its_target(tmp_path):
     assert net.fc1.out_features >= 90 and net.fc2.out_features >= 30            # ⌈0.3 · 300⌉, ⌈0.3 · 100⌉
     assert lc.measure.flops(s.reference, s.example) / lc.measure.flops(net, s.example) >= 3.0
     fields = [config.method_fields(m) for m in ("lc-global", "lc-uniform")]
-    assert fields[0]["min_keep"] == 0.3 and "min_keep" not in fields[1] and fields[0]["bn"] == "recalibrated"
+    assert fields[0]["min_keep"] == 0.3 and "min_keep" not in fields[1] and fields[0]["bn"] == "recalibrated before export"
+
+
+def test_lc_exports_delta_with_its_batch_norm_statistics_recalibrated_before_folding():
+    task = Classification(TaskConfig(model="resnet20", ref_epochs=1))
+    torch.manual_seed(0)
+    net, x = task.make_model().eval(), task.example_input(4)
+    with torch.no_grad():                                  # statistics that fit nothing: as stale as w's can be
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.normal_(0, 3)
+                m.running_var.uniform_(5, 10)
+    c = lc.Compressed.direct(net, lc.channel_tasks(net, lc.ChannelPruning(keep=0.5, min_keep=0.25), x),
+                             example_input=x)
+    exported = structured_study.export_lc(task, net, c, x)
+    fresh = task.recalibrate(c.apply(copy.deepcopy(net))).eval()
+    stale = lc.export(net, c, channels=True, example=x)
+    images = task.data.x_test[:64]
+    with torch.no_grad():
+        assert torch.allclose(exported(images), fresh(images), atol=1e-4)
+        assert not torch.allclose(stale(images), fresh(images), atol=1e-2)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in exported.modules())      # folded
