@@ -5,7 +5,8 @@ A batch norm's running mean and variance are buffers, not parameters: the C step
 removed upstream, weights moved to a grid — those statistics are stale, and the model in ``eval()`` mode normalises
 with the wrong scale (measured on ResNet20 pruned to 3× fewer multiply-adds: 28.7 % validation error with w's
 statistics, 10.1 % after recalibration; docs/structured.md). Recalibrating them — forward passes over training
-inputs, no labels, no gradient — is the standard fix, and part of the compressed model, not of its training.
+inputs, no labels, no gradient — is the standard fix, and part of the compressed model, not of its training. Do it
+on Δ(Θ) before :func:`lc.export`, which folds each batch norm into the layer before it.
 """
 from __future__ import annotations
 
