@@ -387,12 +387,12 @@ def report(rows: list[dict], out: Path, grid: list[float]) -> None:
 def _plot(rows: list[dict], table: list[dict], path: Path) -> None:
     """Each method's mean (± std) over seeds at the grid's reductions, and every run as a small dot at its measured
     reduction; the references' mean as a dashed line. With diverged runs the y axis ends at 3× the worst error of
-    the others: a diverged run is an ×, at the edge, its error written."""
+    the others (100 % if every run diverged): a diverged run is an ×, at the edge, its error written."""
     from .plot import plt, save_figure
     fig, ax = plt.subplots(figsize=(7, 4.5))
     done = [r for r in rows if "failed" not in r]
     tidy = [100 * r["test_error"] for r in done if "diverged" not in r]
-    edge = 3 * max(tidy) if tidy and len(tidy) < len(done) else None
+    edge = (min(100.0, 3 * max(tidy)) if tidy else 100.0) if len(tidy) < len(done) else None   # all diverged: 100 %
     for method in [m for m in METHODS if any(r["method"] == m for r in table)]:
         rs = [r for r in table if r["method"] == method]
         line = ax.errorbar([r["flops_reduction"] for r in rs], [r["test_error_mean"] for r in rs],

@@ -160,6 +160,9 @@ def test_a_diverged_lc_run_is_a_row_at_its_target(tmp_path):
     assert row["test_error"] > 0.5                                            # the diverged weights, at chance
     table = structured_study.summary([row], [2.0])
     assert table[0]["test_error_mean"] == pytest.approx(100 * row["test_error"])
+    (tmp_path / "out").mkdir()
+    structured_study.report([row], tmp_path / "out", [2.0])           # every run diverged: the plot still draws
+    assert (tmp_path / "out" / "structured.png").stat().st_size > 0 and (tmp_path / "out" / "summary.csv").exists()
 
 
 def test_lc_global_with_a_floor_keeps_it_and_reaches_its_target(tmp_path):
