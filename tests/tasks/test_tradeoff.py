@@ -201,3 +201,19 @@ def test_a_value_that_means_nothing_for_its_family_is_refused_before_anything_ru
     with pytest.raises(lc.CompressionError, match=r"'rank-budget' is now called rank"):
         run(tmp_path, "--families", "rank-budget")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_batch_norm_models_rows_artifact_and_export_carry_recalibrated_statistics(tmp_path):
+    argv = ["--model", "resnet20", "--families", "channels-flops", "--values", "channels-flops=2", "--steps", "2",
+            "--ref-epochs", "1", "--epochs-per-step", "1", "--no-progress", "--no-latency",
+            "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache")]
+    (row,) = tradeoff.run_sweep(tradeoff.load_config(argv))
+    task = Classification(TaskConfig(model="resnet20"))
+    net = task.make_model()
+    lc.load(tmp_path / "out" / "artifacts" / f"{row['run_id']}.lc", net)
+    saved = task.evaluate(net)                    # the artifact: Δ(Θ) with the statistics the row was measured with
+    assert row["test_loss"] == pytest.approx(saved["loss"], rel=1e-6)
+    fresh = task.evaluate(task.recalibrate(net))  # … which are the training images' already: recalibrating is a no-op
+    assert fresh["loss"] == pytest.approx(saved["loss"], rel=1e-5)
+    lenet300 = Classification(TaskConfig())
+    assert sweep.recalibrates(task, net) and not sweep.recalibrates(lenet300, lenet300.make_model())  # no batch norm
