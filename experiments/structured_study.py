@@ -153,10 +153,12 @@ def _seed(config: Config, data: tuple[Dataset, Dataset], seed: int) -> _Seed:
 def _lc_keep(s: _Seed, target: float, allocation: str, min_keep: float = 0.0) -> float:
     """The largest kept fraction of the FLOPs cost whose direct compression of the reference has ``target``× fewer
     multiply-adds (bisection, 20 halvings; the FLOPs of the model with the zeroed groups removed). With a floor
-    (``min_keep``), a fraction too small to pay for it counts as too small."""
+    (``min_keep``), a fraction too small to pay for it counts as too small; where the floor allows less than the
+    target, the smallest fraction that pays for it (the floor alone: the run ends short of its target, and its row
+    says by how much in ``flops_reduction``)."""
     channels = cb.Channels(s.reference, s.example)
     dense = channels.flops(np.ones(channels.count, dtype=bool))
-    lo, hi = 0.0, 1.0
+    lo, hi, payable = 0.0, 1.0, True             # payable: lo was solved (not refused by the floor)
     for _ in range(20):
         keep = (lo + hi) / 2
         try:
@@ -165,11 +167,15 @@ def _lc_keep(s: _Seed, target: float, allocation: str, min_keep: float = 0.0) ->
         except lc.CompressionError:
             if not min_keep:
                 raise
-            lo = keep
+            lo, payable = keep, False
             continue
         deltas = c.deltas()
         kept = np.array([any(bool(deltas[n][j].any()) for n, j in g.members) for g in channels.graph.groups])
-        lo, hi = (keep, hi) if dense / channels.flops(kept) >= target else (lo, keep)
+        lo, hi, payable = (keep, hi, True) if dense / channels.flops(kept) >= target else (lo, keep, payable)
+    if not payable:
+        log.warning("%s: the floor min_keep=%g allows less than %gx fewer multiply-adds; the run keeps the floor "
+                    "(keep=%.6f)", allocation, min_keep, target, hi)
+        return hi
     return lo
 
 

@@ -174,6 +174,10 @@ def test_lc_global_with_a_floor_keeps_it_and_reaches_its_target(tmp_path):
     net = lc.export(c.apply(copy.deepcopy(s.reference)), c, channels=True, example=s.example)
     assert net.fc1.out_features >= 90 and net.fc2.out_features >= 30            # ⌈0.3 · 300⌉, ⌈0.3 · 100⌉
     assert lc.measure.flops(s.reference, s.example) / lc.measure.flops(net, s.example) >= 3.0
+    keep = structured_study._lc_keep(s, 8.0, "global", 0.3)    # beyond the floor's 5.7x: the floor, and no more
+    c = lc.Compressed.direct(s.reference, structured_study._lc_tasks(s, keep, "global", 0.3), example_input=s.example)
+    net = lc.export(c.apply(copy.deepcopy(s.reference)), c, channels=True, example=s.example)
+    assert (net.fc1.out_features, net.fc2.out_features) == (90, 30)
     fields = [config.method_fields(m) for m in ("lc-global", "lc-uniform")]
     assert fields[0]["min_keep"] == 0.3 and "min_keep" not in fields[1] and fields[0]["bn"] == "recalibrated before export"
 
