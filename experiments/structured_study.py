@@ -25,7 +25,8 @@ the diverged weights', its reduction the target's: the allocation's on the refer
 Every method's final model has its batch-norm statistics re-estimated on the training images before it is
 evaluated (:meth:`tasks.classification.Classification.recalibrate`: forward passes, no labels; LC's exported model
 otherwise keeps its L step's statistics, stale once channels are removed). ``min_keep`` gives lc-global a floor per
-layer class (``lc.ChannelPruning(min_keep=...)``). Rows go to ``out/rows.jsonl`` (:class:`experiments.runs.RunStore`: resumable, shareable), the summary to
+layer class (``lc.ChannelPruning(min_keep=...)``); ``lc_distill`` gives LC's L step the search's distillation term
+(the reference as the teacher). Rows go to ``out/rows.jsonl`` (:class:`experiments.runs.RunStore`: resumable, shareable), the summary to
 ``out/summary.csv`` and the plot to ``out/structured.png``.
 """
 from __future__ import annotations
@@ -39,6 +40,7 @@ import math
 import resource
 import statistics
 import sys
+import textwrap
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,6 +85,9 @@ class Config:
     mu_multiplier: float = option(1.4, "LC: a of the schedule")
     min_keep: float = option(0.0, "lc-global: the fraction of every layer class's channels always kept (a floor in "
                                   "the exact allocation; ChannelPruning(min_keep=...))")
+    lc_distill: float = option(0.0, "lc-global, lc-uniform: weight β of a distillation term from the reference in "
+                                    "the L step, (1 − β)·CE + β·T²·KL (T: the task's temperature), as the search's "
+                                    "fine-tuning has; 0: none")
     tp_lr: float = option(0.01, "Torch-Pruning: initial learning rate of the fine-tuning's cosine schedule")
     tp_importance: str = option("group-norm", "Torch-Pruning: magnitude importance, l1 or group-norm",
                                 choices=("l1", "group-norm"))
@@ -109,8 +114,9 @@ class Config:
         common = {"validation": self.validation_images, "budget": self.budget(), "bn": "recalibrated"}
         if method.startswith("lc-"):
             floor = {"min_keep": self.min_keep} if method == "lc-global" and self.min_keep else {}
+            distill = {"distill": self.lc_distill, "temperature": self.task.temperature} if self.lc_distill else {}
             return {**common, "bn": "recalibrated before export", "steps": self.steps, "mu0": self.mu0,
-                    "mu_multiplier": self.mu_multiplier, **floor}
+                    "mu_multiplier": self.mu_multiplier, **floor, **distill}
         if method == "torch-pruning":
             return {**common, "lr": self.tp_lr, "importance": self.tp_importance, "global": self.tp_global}
         return {**common, "lr": self.search_lr, "stages": self.search_stages, "samples": self.search_samples,
@@ -192,8 +198,10 @@ def run_lc(config: Config, s: _Seed, target: float, allocation: str) -> tuple[to
     keep = _lc_keep(s, target, allocation, config.min_keep)
     net = copy.deepcopy(s.reference)
     torch.manual_seed(s.task.seed)
+    l_step = s.task.l_step() if not config.lc_distill else Classification(     # the reference as the teacher
+        dataclasses.replace(s.task.config, distill=config.lc_distill), data=s.task.data).l_step(s.reference)
     algorithm = lc.Algorithm(net, lc.channel_tasks(net, _pruning(keep, allocation, config.min_keep), s.example),
-                             lc.geometric_mu(config.mu0, config.mu_multiplier, config.steps), s.task.l_step(),
+                             lc.geometric_mu(config.mu0, config.mu_multiplier, config.steps), l_step,
                              s.val.evaluate, example_input=s.example)
     try:
         history = algorithm.run()
@@ -296,6 +304,9 @@ def run(config: Config) -> list[dict]:
     if config.task.validation:
         raise lc.CompressionError(f"task.validation={config.task.validation}: the study holds out its own validation "
                                   "images (validation_images); leave the task's fraction at 0")
+    if not 0 <= config.lc_distill <= 1:
+        raise lc.CompressionError(f"lc_distill={config.lc_distill!r} is the weight β of the distillation term in "
+                                  "(1 − β)·cross-entropy + β·distillation; it must lie in [0, 1]")
     torch.set_num_threads(config.threads)
     store = RunStore(Path(config.out), None)
     data = split(load(config.task.dataset, config.task.data_dir), config.validation_images)
@@ -415,7 +426,7 @@ def _plot(rows: list[dict], table: list[dict], path: Path) -> None:
         refs = {r["seed"]: 100 * r["reference_test_error"] for r in done}
         ax.axhline(statistics.mean(refs.values()), color="k", ls="--", lw=1,
                    label=f"reference ({statistics.mean(refs.values()):.2f}%, mean of {len(refs)} seeds)")
-        ax.set_title(f"{done[0]['model']} — {done[0]['split']}", fontsize=7)
+        ax.set_title("\n".join(textwrap.wrap(f"{done[0]['model']} — {done[0]['split']}", 120)), fontsize=7)
     if edge is not None:
         ax.set_ylim(0, edge)
     ax.set_xscale("log")

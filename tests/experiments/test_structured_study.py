@@ -2,6 +2,7 @@
 pruned channels that stay removed through fine-tuning, the Monte Carlo search within its FLOPs and training budgets,
 Torch-Pruning at its FLOPs target (and its known failure on option-A ResNets), and the harness end to end."""
 import copy
+import dataclasses
 
 import numpy as np
 import pytest
@@ -201,3 +202,21 @@ def test_lc_exports_delta_with_its_batch_norm_statistics_recalibrated_before_fol
         assert torch.allclose(exported(images), fresh(images), atol=1e-4)
         assert not torch.allclose(stale(images), fresh(images), atol=1e-2)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in exported.modules())      # folded
+
+
+def test_lc_with_distillation_is_another_run_and_a_bad_weight_is_refused_before_training(tmp_path):
+    base = structured_study.Config(task=TaskConfig(model="lenet300", ref_epochs=1, epochs_per_step=1), steps=2,
+                                   validation_images=300, cache_dir=str(tmp_path / "cache"))
+    kd = dataclasses.replace(base, lc_distill=0.5)
+    task = Classification(base.task)
+    assert "distill" not in base.method_fields("lc-global") and kd.method_fields("lc-uniform")["distill"] == 0.5
+    ids = {structured_study._run_id(c, task, "lc-global", 2.0) for c in (base, kd)}
+    assert len(ids) == 2
+    s = structured_study._seed(base, structured_study.split(task.data, 300), 0)
+    plain, taught = (structured_study.run_lc(c, s, 2.0, "global")[0] for c in (base, kd))
+    x = s.task.example_input(8)
+    assert not torch.allclose(plain(x), taught(x))                  # the same seed: only the teacher differs
+    bad = dataclasses.replace(base, lc_distill=1.5, out=str(tmp_path / "out"), cache_dir=str(tmp_path / "none"))
+    with pytest.raises(lc.CompressionError, match=r"lc_distill=1.5 .* must lie in \[0, 1\]"):
+        structured_study.run(bad)
+    assert not (tmp_path / "none").exists()                         # refused before a reference was trained
