@@ -194,12 +194,17 @@ def _lc_tasks(s: _Seed, keep: float, allocation: str, min_keep: float = 0.0) -> 
     return lc.channel_tasks(s.reference, _pruning(keep, allocation, min_keep), s.example)
 
 
+def _distilling(s: _Seed, beta: float) -> Classification:
+    """The seed's task with the distillation term of weight ``beta`` in its training loss (the teacher: whoever
+    trains with it passes the reference)."""
+    return Classification(dataclasses.replace(s.task.config, distill=beta), data=s.task.data)
+
+
 def run_lc(config: Config, s: _Seed, target: float, allocation: str) -> tuple[torch.nn.Module, dict]:
     keep = _lc_keep(s, target, allocation, config.min_keep)
     net = copy.deepcopy(s.reference)
     torch.manual_seed(s.task.seed)
-    l_step = s.task.l_step() if not config.lc_distill else Classification(     # the reference as the teacher
-        dataclasses.replace(s.task.config, distill=config.lc_distill), data=s.task.data).l_step(s.reference)
+    l_step = _distilling(s, config.lc_distill).l_step(s.reference) if config.lc_distill else s.task.l_step()
     algorithm = lc.Algorithm(net, lc.channel_tasks(net, _pruning(keep, allocation, config.min_keep), s.example),
                              lc.geometric_mu(config.mu0, config.mu_multiplier, config.steps), l_step,
                              s.val.evaluate, example_input=s.example)
@@ -239,7 +244,7 @@ def run_search(config: Config, s: _Seed, target: float) -> tuple[torch.nn.Module
                                   f"{tuning} epochs of the budget of {config.budget()} for fine-tuning; fewer "
                                   "samples or stages, or more steps")
     per_stage = [tuning // search.stages + (i < tuning % search.stages) for i in range(search.stages)][::-1]
-    distilling = Classification(dataclasses.replace(s.task.config, distill=config.search_distill), data=s.task.data)
+    distilling = _distilling(s, config.search_distill)
     teacher = copy.deepcopy(s.reference).eval().requires_grad_(False)
 
     def score(model):
@@ -409,7 +414,9 @@ def _plot(rows: list[dict], table: list[dict], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     done = [r for r in rows if "failed" not in r]
     tidy = [100 * r["test_error"] for r in done if "diverged" not in r]
-    edge = (min(100.0, 3 * max(tidy)) if tidy else 100.0) if len(tidy) < len(done) else None   # all diverged: 100 %
+    edge = None
+    if len(tidy) < len(done):                                  # diverged runs, drawn at the edge
+        edge = min(100.0, 3 * max(tidy)) if tidy else 100.0
     for method in [m for m in METHODS if any(r["method"] == m for r in table)]:
         rs = [r for r in table if r["method"] == method]
         line = ax.errorbar([r["flops_reduction"] for r in rs], [r["test_error_mean"] for r in rs],

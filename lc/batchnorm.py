@@ -20,6 +20,11 @@ from ._errors import CompressionError
 __all__ = ["recalibrate_batchnorm"]
 
 
+def running_norms(model: nn.Module) -> list[nn.Module]:
+    """The batch norms of ``model`` that keep running statistics: those :func:`recalibrate_batchnorm` re-estimates."""
+    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+
+
 def recalibrate_batchnorm(model: nn.Module, batches: Iterable[torch.Tensor]) -> nn.Module:
     """Re-estimate every batch norm's running mean and variance of ``model`` on ``batches`` (input tensors; training
     inputs, not the test set): the statistics become the exact averages over all the batches' examples (PyTorch's
@@ -28,7 +33,7 @@ def recalibrate_batchnorm(model: nn.Module, batches: Iterable[torch.Tensor]) -> 
     off in an ``eval()`` model). In place; returns ``model``, in the mode it came in. A model without batch norms is
     returned unchanged; no batch at all is a :class:`lc.CompressionError`; on any error the statistics are left
     as they were."""
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    norms = running_norms(model)
     if not norms:
         return model
     saved = [(m, m.momentum, m.training) for m in norms]
