@@ -7,7 +7,8 @@ directory per seed, averaged over the seeds, written as a table, a plot and the 
 Writes to ``--out``: ``summary.csv`` (one row per family and value: the mean and spread of the metric over the
 seeds, the nominal and realised ratios, the training epochs and wall time), ``comparison.png`` (the tradeoff plot
 of every curve, LC solid and the baselines dashed, one colour per compression type, mean ± std over the seeds),
-``target.csv`` and ``target.json`` (the fronts compared at every ratio) and prints the verdict. At each ratio r
+``target.csv`` and ``target.json`` (the fronts compared at every ratio), ``tables.md`` (both as Markdown tables, the
+ones docs/baselines.md shows) and prints the verdict. At each ratio r
 where a point lies, LC's front is its best point at r or above (ratios within ``--tolerance`` count as the same),
 the baselines' front likewise; the benchmark asks:
 
@@ -38,7 +39,7 @@ from .cli import option
 from .plot import Point, plot_rows, points
 from .runs import csv_text, read_rows
 
-__all__ = ["Config", "main", "summary", "verdict"]
+__all__ = ["Config", "main", "markdown", "summary", "verdict"]
 
 
 @dataclass
@@ -47,7 +48,7 @@ class Config:
 
     rows: list[str] = option(help="tradeoff output directories (or their rows.jsonl), one per seed",
                              positional=True)
-    out: str = option("results/compare", "output directory (summary.csv, target.csv, comparison.png)",
+    out: str = option("results/compare", "output directory (summary.csv, target.csv, tables.md, comparison.png)",
                       directory=True)
     tolerance: float = option(0.03, "ratios within this fraction of each other count as the same ratio")
     high: float = option(30.0, "above this ratio LC must win by more than the seed-to-seed spread")
@@ -146,16 +147,55 @@ def verdict(rows: list[dict], config: Config) -> tuple[list[dict], dict]:
     return table, answer
 
 
+def _value(v) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def markdown(summary_rows: list[dict], table: list[dict]) -> str:
+    """The summary (one line per family: every value's mean ± std over the seeds and nominal ratio, "[n seeds]"
+    where fewer seeds than the most any point has; the mean epochs and wall time of its runs) and the two fronts
+    compared, as Markdown tables."""
+    if not summary_rows:
+        return ""
+    metric = "error" if "error_mean" in summary_rows[0] else "return"
+    most = max(r["seeds"] for r in summary_rows)
+    families: dict[str, list[dict]] = {}
+    for r in summary_rows:
+        families.setdefault(r["family"], []).append(r)
+    lines = ["| kind | family | method | value: mean ± std (nominal ratio) | epochs | wall s |",
+             "|---|---|---|---|---|---|"]
+    for family, rs in families.items():
+        cells = "; ".join(f"{_value(r['value'])}: {r[metric + '_mean']:.2f} ± {r[metric + '_std']:.2f} "
+                          f"({r['ratio']:.1f}×)" + (f" [{r['seeds']} seed{'s' * (r['seeds'] > 1)}]"
+                                                    if r["seeds"] < most else "") for r in rs)
+        known = lambda key: [r[key] for r in rs if r[key] is not None]  # noqa: E731
+        epochs = f"{statistics.fmean(known('epochs')):.0f}" if known("epochs") else "—"
+        wall = f"{statistics.fmean(known('wall_time')):.1f}" if known("wall_time") else "—"
+        lines.append(f"| {rs[0]['kind']} | `{family}` | {rs[0]['method']} | {cells} | {epochs} | {wall} |")
+    lines += ["", "| ratio | LC's best at this ratio or above | the baselines' best | LC better by | spread | "
+                  "verdict |", "|---|---|---|---|---|---|"]
+    for t in table:
+        lc_point, base = (f"`{t[k + '_family']}={_value(t[k + '_value'])}` {t[k + '_mean']:.2f} ± {t[k + '_std']:.2f} "
+                          f"({t[k + '_ratio']:.1f}×)" for k in ("lc", "baseline"))
+        verdict_ = ("LC better beyond the spread" if t["lc_beyond_spread"] else
+                    "LC at or better" if t["lc_at_or_better"] else "**baseline better**")
+        lines.append(f"| {t['ratio']:.1f}× | {lc_point} | {base} | {t['margin']:+.2f} | {t['spread']:.2f} | "
+                     f"{verdict_} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None) -> int:
     config = cli.parse(Config, argv, prog="python -m experiments.compare", description=__doc__)
     rows = _load(config.rows, config.budget)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     metric, scale, higher = _scale(rows)
-    write_text_atomic(out / "summary.csv", csv_text(summary(rows)), what="the summary")
+    means = summary(rows)
+    write_text_atomic(out / "summary.csv", csv_text(means), what="the summary")
     table, answer = verdict(rows, config)
     write_text_atomic(out / "target.csv", csv_text(table), what="the comparison")
     write_text_atomic(out / "target.json", json.dumps(answer, indent=1), what="the verdict")
+    write_text_atomic(out / "tables.md", markdown(means, table), what="the tables")
     ref = answer["reference"]
     edge = config.edge if config.edge is not None else (ref + 10 if metric == "error" else None)
     plot_rows(rows, out / "comparison.png", edge=edge)

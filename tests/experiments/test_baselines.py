@@ -239,3 +239,20 @@ def test_compare_writes_summary_verdict_and_plot_for_one_budget(tmp_path, capsys
     assert float(summary["gmp"]["error_mean"]) == pytest.approx(4.0) and summary["gmp"]["seeds"] == "2"
     assert json.loads((out / "target.json").read_text())["lc_at_or_better"] == 1
     assert (out / "comparison.png").read_bytes()[:4] == b"\x89PNG" and "1 of 1 ratios" in capsys.readouterr().out
+    tables = (out / "tables.md").read_text().splitlines()
+    assert "| pruning | `gmp` | gmp | 0.1: 4.00 ± 0.00 (8.0×) | 10 | 1.0 |" in tables      # the 0.25 budget's row
+    assert "| pruning | `pruning` | lc | 0.1: 2.10 ± 0.00 (8.0×) | 40 | 1.0 |" in tables
+    assert ("| 8.0× | `pruning=0.1` 2.10 ± 0.00 (8.0×) | `gmp=0.1` 4.00 ± 0.00 (8.0×) | +1.90 | 0.00 | "
+            "LC better beyond the spread |") in tables
+
+
+def test_compare_markdown_marks_points_with_fewer_seeds():
+    base = {"task": "t", "kind": "small", "method": "small", "family": "small", "parameter": "ratio", "start": "first",
+            "realised_ratio": None, "error_min": 0, "error_max": 0, "reference_error": 2.0, "steps": 20}
+    rows = [{**base, "value": 4, "seeds": 3, "ratio": 4.0, "error_mean": 2.5, "error_std": 0.25, "epochs": 40,
+             "wall_time": 2.0},
+            {**base, "value": 8, "seeds": 1, "ratio": 8.1, "error_mean": 3.0, "error_std": 0.0, "epochs": None,
+             "wall_time": 4.0}]
+    assert compare.markdown(rows, []).splitlines()[2] == ("| small | `small` | small | 4: 2.50 ± 0.25 (4.0×); "
+                                                          "8: 3.00 ± 0.00 (8.1×) [1 seed] | 40 | 3.0 |")
+    assert compare.markdown([], []) == ""
