@@ -186,6 +186,12 @@ def reference(task: Adapter, config: Sweep, store: RunStore) -> _Reference:
     the store's CSV columns."""
     model = task.reference(cache_dir=config.cache_dir)
     ref_eval = task.evaluate(model)
+    if _at_chance(task, ref_eval[task.metric]):
+        raise lc.CompressionError(
+            f"the reference is no better than chance ({task.metric} {ref_eval[task.metric]:.4g}, chance from "
+            f"{task.chance:.4g}): every run would start from a useless network, so nothing is swept. Give a "
+            "reference that learned: for the classifier (lc-tradeoff) a lower reference learning rate (--ref-lr), "
+            "more reference epochs (--ref-epochs), another --seed, or trained weights (--weights)")
     shape = tuple(task.example_input(1).shape[1:])
     ref = _Reference(model, ref_eval, flops(model, shape),
                      lc.export(model, lc.Compressed.none()) if config.latency else None)
@@ -413,10 +419,16 @@ def _warnings(task: Adapter, last) -> list[str]:
     out = []
     if last.ratio < UNCOMPRESSED:
         out.append(f"uncompressed: nominal ratio {last.ratio:.3f} < {UNCOMPRESSED}")
-    chance, value = getattr(task, "chance", None), last.evaluation[task.metric]
-    if chance is not None and (value <= chance if task.higher_is_better else value >= chance):
-        out.append(f"at chance: {task.metric} {value:.4g} {'≤' if task.higher_is_better else '≥'} {chance:.4g}")
+    value = last.evaluation[task.metric]
+    if _at_chance(task, value):
+        out.append(f"at chance: {task.metric} {value:.4g} {'≤' if task.higher_is_better else '≥'} {task.chance:.4g}")
     return out
+
+
+def _at_chance(task: Adapter, value: float) -> bool:
+    """Whether ``value`` of ``task.metric`` is no better than the adapter's ``chance`` (absent: never)."""
+    chance = getattr(task, "chance", None)
+    return chance is not None and (value <= chance if task.higher_is_better else value >= chance)
 
 
 def chosen(algorithm: lc.Algorithm) -> dict[str, dict]:

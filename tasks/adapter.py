@@ -15,7 +15,8 @@ and offers:
 ``compression_tasks(model, make, …)``       ``compression_tasks`` from a scheme (:func:`compression_tasks`)
 ``example_input(batch_size)``               an input batch of the model's shape (checkpoints, FLOPs, export)
 ``chance`` (optional)                       the metric's value from which a model is no better than chance: a sweep
-                                            flags runs that end there (the classifier: error ≥ 1 − 1/classes − 0.05)
+                                            refuses a reference there (before any run) and flags runs that end there
+                                            (the classifier: error ≥ 1 − 1/classes − 0.05)
 ``validate(model)`` (optional)              ``{metric: value, …}`` on held-out validation data, or None: a sweep's rows
                                             hold it as ``validation_<key>``; a search over budgets chooses on it
 ==========================================  ==========================================================================

@@ -217,3 +217,13 @@ def test_a_batch_norm_models_rows_artifact_and_export_carry_recalibrated_statist
     assert fresh["loss"] == pytest.approx(saved["loss"], rel=1e-5)
     lenet300 = Classification(TaskConfig())
     assert sweep.recalibrates(task, net) and not sweep.recalibrates(lenet300, lenet300.make_model())  # no batch norm
+
+
+def test_a_reference_at_chance_is_refused_before_any_run(tmp_path):
+    # a reference learning rate this large diverges in its first epoch (as LeNet5 on one MNIST seed did at 0.1):
+    # every run would compress a useless network, so the job refuses it and says what to change
+    with pytest.raises(lc.CompressionError, match=r"the reference is no better than chance \(error 0\.\d+, chance "
+                                                  r"from 0\.85\).*--ref-lr"):
+        run(tmp_path, "--ref-lr", "1e4", "--ref-epochs", "1")
+    rows = tmp_path / "out" / "rows.jsonl"
+    assert not rows.exists() or rows.read_text() == ""          # nothing was swept
