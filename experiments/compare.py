@@ -151,6 +151,12 @@ def _value(v) -> str:
     return f"{v:g}" if isinstance(v, float) else str(v)
 
 
+def _mean_of(rows: list[dict], key: str, form: str) -> str:
+    """The mean of ``key`` over the rows that have it, formatted; "—" where none has."""
+    known = [r[key] for r in rows if r[key] is not None]
+    return form.format(statistics.fmean(known)) if known else "—"
+
+
 def markdown(summary_rows: list[dict], table: list[dict]) -> str:
     """The summary (one line per family: every value's mean ± std over the seeds and nominal ratio, "[n seeds]"
     where fewer seeds than the most any point has; the mean epochs and wall time of its runs) and the two fronts
@@ -168,9 +174,7 @@ def markdown(summary_rows: list[dict], table: list[dict]) -> str:
         cells = "; ".join(f"{_value(r['value'])}: {r[metric + '_mean']:.2f} ± {r[metric + '_std']:.2f} "
                           f"({r['ratio']:.1f}×)" + (f" [{r['seeds']} seed{'s' * (r['seeds'] > 1)}]"
                                                     if r["seeds"] < most else "") for r in rs)
-        known = lambda key: [r[key] for r in rs if r[key] is not None]  # noqa: E731
-        epochs = f"{statistics.fmean(known('epochs')):.0f}" if known("epochs") else "—"
-        wall = f"{statistics.fmean(known('wall_time')):.1f}" if known("wall_time") else "—"
+        epochs, wall = (_mean_of(rs, "epochs", "{:.0f}"), _mean_of(rs, "wall_time", "{:.1f}"))
         lines.append(f"| {rs[0]['kind']} | `{family}` | {rs[0]['method']} | {cells} | {epochs} | {wall} |")
     lines += ["", "| ratio | LC's best at this ratio or above | the baselines' best | LC better by | spread | "
                   "verdict |", "|---|---|---|---|---|---|"]

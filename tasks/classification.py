@@ -349,7 +349,8 @@ class Classification:
             if on_epoch is not None:
                 on_epoch(epoch, loss)
         evaluation = self.evaluate(model)
-        log.info("reference trained in %.1fs: test error %.4f", time.perf_counter() - t, evaluation["error"])
+        log.info("reference trained (%d epochs) in %.1fs: test error %.4f", c.ref_epochs, time.perf_counter() - t,
+                 evaluation["error"])
         if path is not None:
             _save_new({"key": key, "config": c.reference_fields(), "split": self.data.split,
                        "evaluation": evaluation, "model": model.state_dict()}, path)
