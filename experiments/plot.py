@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import statistics
 import sys
+import textwrap
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -174,8 +175,8 @@ def plot_rows(rows: list[dict], path: str | Path, *, x: str = "ratio", edge: flo
         of = f", mean of {seeds}" if seeds > 1 else ""
         ax.axhline(ref, color="k", ls="--", lw=1,
                    label=f"reference ({ref:.2f}%{of})" if metric == "error" else f"reference ({ref:.4g}{of})")
-        ax.set_title(f"{rows[0]['task']} — {rows[0]['split']}"
-                     + (f"; mean ± std over {seeds} seeds" if seeds > 1 else ""), fontsize=9)
+        title = f"{rows[0]['task']} — {rows[0]['split']}" + (f"; mean ± std over {seeds} seeds" if seeds > 1 else "")
+        ax.set_title(textwrap.fill(title, 80), fontsize=9, pad=16)   # inside the figure, above the arrows' values
     if limit is not None:
         inside = [p.mean for p in pts if not beyond(p.mean)] + [ref]
         near = min(inside) if not higher else max(inside)           # the good end of the useful range
