@@ -55,7 +55,10 @@ def _state(w: torch.Tensor, svd, r: int, **meta) -> State:
         return State({"dense": dense}, {**meta, "form": "dense", "encoding": {"dense": "float"}},
                      value_bits(w.dtype) * m * n)
     root = S[:r].sqrt()                                        # Δ = (U √S)(√S Vh): balanced factors
-    return State({"U": (U[:, :r] * root).to(w.dtype), "V": (root[:, None] * Vh[:r]).to(w.dtype)},
+    # row-major, as lc.load reads them back: LAPACK's U is column-major, and U V on another layout takes another
+    # BLAS path, which may round differently (Δ of a float64 model 1 ulp off its artifact's)
+    U, V = (U[:, :r] * root).to(w.dtype).contiguous(), (root[:, None] * Vh[:r]).to(w.dtype).contiguous()
+    return State({"U": U, "V": V},
                  {**meta, "form": "factors", "encoding": {"U": "float", "V": "float"}},
                  value_bits(w.dtype) * r * (m + n))
 
