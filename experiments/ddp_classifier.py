@@ -84,7 +84,8 @@ def main(argv=None) -> int:
         lc._io.write_text_atomic(out / "row.json", json.dumps(row))
         print(json.dumps(row))
     if world > 1:
-        dist.destroy_process_group()
+        dist.barrier()                    # tear down together: a rank that left while rank 0 still wrote aborted
+        dist.destroy_process_group()      # once ("terminate called without an active exception")
     return 0
 
 

@@ -61,6 +61,7 @@ def main(rank: int, world: int, port: int, out: str, checkpoint_dir: str | None,
                 "history": [r.evaluation for r in alg.history], "distributed": alg._ranks is not None,
                 "calls": calls}, out)
     if world > 1:
+        dist.barrier()                    # the ranks tear down together (see experiments/ddp_classifier.py)
         dist.destroy_process_group()
 
 
