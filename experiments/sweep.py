@@ -185,13 +185,7 @@ def reference(task: Adapter, config: Sweep, store: RunStore) -> _Reference:
     """The task's reference (trained, or loaded from ``config.cache_dir``) and what every run is compared with; sets
     the store's CSV columns."""
     model = task.reference(cache_dir=config.cache_dir)
-    ref_eval = task.evaluate(model)
-    if _at_chance(task, ref_eval[task.metric]):
-        raise lc.CompressionError(
-            f"the reference is no better than chance ({task.metric} {ref_eval[task.metric]:.4g}, chance from "
-            f"{task.chance:.4g}): every run would start from a useless network, so nothing is swept. Give a "
-            "reference that learned: for the classifier (lc-tradeoff) a lower reference learning rate (--ref-lr), "
-            "more reference epochs (--ref-epochs), another --seed, or trained weights (--weights)")
+    ref_eval = _evaluate_reference(task, model)
     shape = tuple(task.example_input(1).shape[1:])
     ref = _Reference(model, ref_eval, flops(model, shape),
                      lc.export(model, lc.Compressed.none()) if config.latency else None)
@@ -200,6 +194,19 @@ def reference(task: Adapter, config: Sweep, store: RunStore) -> _Reference:
     store.sync()
     log.info("reference: %s %.4f (%s)", task.metric, ref_eval[task.metric], task.split)
     return ref
+
+
+def _evaluate_reference(task: Adapter, model: torch.nn.Module) -> dict:
+    """``task.evaluate(model)`` of the reference; an :class:`lc.CompressionError` if it is no better than chance
+    (its training diverged), before any run."""
+    evaluation = task.evaluate(model)
+    if _at_chance(task, evaluation[task.metric]):
+        raise lc.CompressionError(
+            f"the reference is no better than chance ({task.metric} {evaluation[task.metric]:.4g}, chance from "
+            f"{task.chance:.4g}): every run would start from a useless network, so nothing is swept. Give a "
+            "reference that learned: for the classifier (lc-tradeoff) a lower reference learning rate (--ref-lr), "
+            "more reference epochs (--ref-epochs), another --seed, or trained weights (--weights)")
+    return evaluation
 
 
 def run_one(task: Adapter, config: Sweep, store: RunStore, ref: _Reference, fam: Family, value,
@@ -249,13 +256,14 @@ def _in_workers(task: Adapter, config: Sweep, store: RunStore, total: int, plot:
 
 @dataclass
 class _Prepare:
-    """Train (or load) the task's reference into the cache (a picklable callable: a cluster job)."""
+    """Train (or load) the task's reference into the cache (a picklable callable: a cluster job); refuse one at
+    chance here, before any worker starts."""
 
     task: Adapter
     cache_dir: str
 
     def __call__(self):
-        self.task.reference(cache_dir=self.cache_dir)
+        _evaluate_reference(self.task, self.task.reference(cache_dir=self.cache_dir))
 
 
 @dataclass

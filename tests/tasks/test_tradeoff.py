@@ -227,3 +227,10 @@ def test_a_reference_at_chance_is_refused_before_any_run(tmp_path):
         run(tmp_path, "--ref-lr", "1e4", "--ref-epochs", "1")
     rows = tmp_path / "out" / "rows.jsonl"
     assert not rows.exists() or rows.read_text() == ""          # nothing was swept
+
+
+def test_a_reference_at_chance_is_refused_before_workers_start(tmp_path):
+    # with --workers the reference is prepared once before the workers: the refusal comes from there (had the
+    # workers refused it, the error would be "worker 0 failed …")
+    with pytest.raises(lc.CompressionError, match=r"the reference is no better than chance"):
+        run(tmp_path, "--ref-lr", "1e4", "--ref-epochs", "1", "--workers", "2")
